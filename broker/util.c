@@ -1,0 +1,436 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "cibroker/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+void broker_wipe_free(void *p, size_t len)
+{
+	if (!p)
+		return;
+	OPENSSL_cleanse(p, len);
+	free(p);
+}
+
+void broker_secret_free(char *s)
+{
+	if (s)
+		broker_wipe_free(s, strlen(s));
+}
+
+bool broker_ct_equal(const void *a, const void *b, size_t len)
+{
+	return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+static int b64url_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+/* The alphabet and the canonical-tail checks are ours (OpenSSL's decoder is
+ * lenient about whitespace and knows only the standard alphabet); the
+ * decoding itself is OpenSSL's, on the translated, re-padded text. */
+enum broker_err b64url_decode(const char *in, size_t len, unsigned char **ret, size_t *ret_len)
+{
+	enum broker_err err = BROKER_ERR_INVALID;
+	char *std = NULL;
+	unsigned char *out = NULL;
+	size_t rem = len % 4, padded, out_len;
+	int n;
+
+	if (rem == 1 || len > SIZE_MAX / 2)
+		return BROKER_ERR_INVALID;
+	for (size_t i = 0; i < len; i++)
+		if (b64url_value((unsigned char)in[i]) < 0)
+			return BROKER_ERR_INVALID;
+	/* Unused low bits of the last character must be zero: one text, one value. */
+	if (rem == 2 && (b64url_value((unsigned char)in[len - 1]) & 0x0f))
+		return BROKER_ERR_INVALID;
+	if (rem == 3 && (b64url_value((unsigned char)in[len - 1]) & 0x03))
+		return BROKER_ERR_INVALID;
+
+	padded = len + (rem ? 4 - rem : 0);
+	std = malloc(padded + 1);
+	out = malloc(padded / 4 * 3 + 1);
+	if (!std || !out) {
+		err = BROKER_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < len; i++)
+		std[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+	for (size_t i = len; i < padded; i++)
+		std[i] = '=';
+	std[padded] = '\0';
+	if (padded > INT_MAX)
+		goto out;
+	n = EVP_DecodeBlock(out, (const unsigned char *)std, (int)padded);
+	if (n < 0)
+		goto out;
+	out_len = (size_t)n - (rem == 2 ? 2 : rem == 3 ? 1 : 0);
+	out[out_len] = '\0';
+	*ret = out;
+	*ret_len = out_len;
+	out = NULL;
+	err = BROKER_OK;
+out:
+	if (std)
+		broker_wipe_free(std, padded + 1);
+	if (out)
+		broker_wipe_free(out, padded / 4 * 3 + 1);
+	return err;
+}
+
+char *b64url_encode(const void *in, size_t len)
+{
+	size_t cap = (len + 2) / 3 * 4 + 1;
+	char *out;
+	int n;
+
+	if (len > INT_MAX / 2)
+		return NULL;
+	out = malloc(cap);
+	if (!out)
+		return NULL;
+	n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+	while (n > 0 && out[n - 1] == '=')
+		n--;
+	out[n] = '\0';
+	for (int i = 0; i < n; i++) {
+		if (out[i] == '+')
+			out[i] = '-';
+		else if (out[i] == '/')
+			out[i] = '_';
+	}
+	return out;
+}
+
+void broker_sha256_hex(const void *in, size_t len, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[SHA256_DIGEST_LENGTH];
+
+	SHA256(in, len, md);
+	for (size_t i = 0; i < sizeof(md); i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 0xf];
+	}
+	out[64] = '\0';
+}
+
+enum broker_err broker_random(void *out, size_t n)
+{
+	if (n > INT_MAX || RAND_bytes(out, (int)n) != 1)
+		return BROKER_ERR_CRYPTO;
+	return BROKER_OK;
+}
+
+enum broker_err broker_random_id(char out[23])
+{
+	unsigned char raw[16];
+	char *s;
+
+	if (broker_random(raw, sizeof(raw)) != BROKER_OK)
+		return BROKER_ERR_CRYPTO;
+	s = b64url_encode(raw, sizeof(raw));
+	if (!s)
+		return BROKER_ERR_NOMEM;
+	memcpy(out, s, 23);
+	free(s);
+	return BROKER_OK;
+}
+
+static enum broker_err parse_scaled(const char *s, const char *const *units, const uint64_t *mult, size_t n_units,
+				    uint64_t max, uint64_t *ret)
+{
+	uint64_t v = 0, m = 1;
+	const char *p = s;
+	bool found = n_units == 0;
+
+	if (!s || *s < '0' || *s > '9')
+		return BROKER_ERR_INVALID;
+	while (*p >= '0' && *p <= '9') {
+		if (v > (UINT64_MAX - 9) / 10)
+			return BROKER_ERR_INVALID;
+		v = v * 10 + (uint64_t)(*p - '0');
+		p++;
+	}
+	if (*p == '\0') {
+		m = 1;
+		found = true;
+	} else {
+		for (size_t i = 0; i < n_units; i++) {
+			if (strcmp(p, units[i]) == 0) {
+				m = mult[i];
+				found = true;
+				break;
+			}
+			found = false;
+		}
+	}
+	if (!found)
+		return BROKER_ERR_INVALID;
+	if (m && v > max / m)
+		return BROKER_ERR_INVALID;
+	*ret = v * m;
+	return BROKER_OK;
+}
+
+enum broker_err broker_parse_duration(const char *s, int64_t *ret)
+{
+	static const char *const units[] = {"s", "m", "h", "d"};
+	static const uint64_t mult[] = {1, 60, 3600, 86400};
+	uint64_t v;
+	enum broker_err err = parse_scaled(s, units, mult, BROKER_ARRAY_SIZE(units), INT32_MAX, &v);
+
+	if (err == BROKER_OK)
+		*ret = (int64_t)v;
+	return err;
+}
+
+enum broker_err broker_parse_size(const char *s, size_t *ret)
+{
+	static const char *const units[] = {"B", "K", "KiB", "KB", "M", "MiB", "MB", "G", "GiB", "GB"};
+	static const uint64_t mult[] = {1, 1024, 1024, 1024, 1 << 20, 1 << 20, 1 << 20, 1 << 30, 1 << 30, 1 << 30};
+	uint64_t v;
+	enum broker_err err = parse_scaled(s, units, mult, BROKER_ARRAY_SIZE(units), (uint64_t)1 << 40, &v);
+
+	if (err == BROKER_OK)
+		*ret = (size_t)v;
+	return err;
+}
+
+int64_t broker_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+int64_t broker_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t broker_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void broker_fmt_time(int64_t epoch_s, char *out, size_t outlen)
+{
+	time_t t = (time_t)epoch_s;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void broker_fmt_time_ms(int64_t epoch_us, char *out, size_t outlen)
+{
+	time_t t = (time_t)(epoch_us / 1000000);
+	struct tm tm;
+	char base[32];
+
+	gmtime_r(&t, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, outlen, "%s.%03dZ", base, (int)((epoch_us / 1000) % 1000));
+}
+
+size_t broker_json_depth(const json_t *v)
+{
+	size_t max = 0, d;
+
+	if (json_is_object(v)) {
+		const char *k;
+		json_t *c;
+
+		json_object_foreach((json_t *)v, k, c) {
+			d = broker_json_depth(c);
+			if (d > max)
+				max = d;
+		}
+		return max + 1;
+	}
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *c;
+
+		json_array_foreach(v, i, c) {
+			d = broker_json_depth(c);
+			if (d > max)
+				max = d;
+		}
+		return max + 1;
+	}
+	return 0;
+}
+
+/* Bracket depth by a scan that skips strings, so hostile nesting is refused
+ * before jansson recurses into it. */
+static bool json_depth_ok(const char *buf, size_t len, size_t max_depth)
+{
+	size_t depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		if (c == '"')
+			in_str = true;
+		else if (c == '{' || c == '[') {
+			if (++depth > max_depth)
+				return false;
+		} else if ((c == '}' || c == ']') && depth > 0)
+			depth--;
+	}
+	return true;
+}
+
+json_t *broker_json_parse(const void *buf, size_t len, size_t max_depth)
+{
+	json_error_t jerr;
+
+	if (memchr(buf, '\0', len))
+		return NULL;
+	if (!json_depth_ok(buf, len, max_depth))
+		return NULL;
+	/* JSON_REJECT_DUPLICATES: a second "iss" must not silently win.
+	 * Without JSON_DISABLE_EOF_CHECK trailing bytes are an error. */
+	return json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+}
+
+enum broker_err broker_read_file(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	enum broker_err err = BROKER_ERR_IO;
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return errno == ENOENT ? BROKER_ERR_NOTFOUND : BROKER_ERR_IO;
+	if (fstat(fd, &st) < 0)
+		goto out;
+	if (S_ISDIR(st.st_mode))
+		goto out;
+	if ((uint64_t)st.st_size > max) {
+		err = BROKER_ERR_TOOBIG;
+		goto out;
+	}
+	buf = malloc(max < 65536 ? max + 1 : (size_t)st.st_size + 4097);
+	if (!buf) {
+		err = BROKER_ERR_NOMEM;
+		goto out;
+	}
+	for (;;) {
+		size_t cap = max < 65536 ? max + 1 : (size_t)st.st_size + 4097;
+		ssize_t n;
+
+		if (len == cap) {
+			err = BROKER_ERR_TOOBIG;
+			goto out;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max) {
+			err = BROKER_ERR_TOOBIG;
+			goto out;
+		}
+	}
+	buf[len] = '\0';
+	*ret = buf;
+	*ret_len = len;
+	buf = NULL;
+	err = BROKER_OK;
+out:
+	free(buf);
+	close(fd);
+	return err;
+}
+
+bool broker_url_is_loopback(const char *url)
+{
+	const char *p, *end;
+	char host[256];
+	size_t n;
+	struct in_addr a4;
+
+	if (strncmp(url, "http://", 7) == 0)
+		p = url + 7;
+	else if (strncmp(url, "https://", 8) == 0)
+		p = url + 8;
+	else
+		return false;
+	if (strpbrk(p, "@") && strpbrk(p, "@") < p + strcspn(p, "/?#"))
+		return false; /* userinfo: refuse rather than guess */
+	if (*p == '[') {
+		end = strchr(p, ']');
+		if (!end)
+			return false;
+		n = (size_t)(end - p - 1);
+		if (n >= sizeof(host))
+			return false;
+		memcpy(host, p + 1, n);
+		host[n] = '\0';
+		return strcmp(host, "::1") == 0;
+	}
+	n = strcspn(p, ":/?#");
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, p, n);
+	host[n] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return false;
+}
+
+bool broker_url_allowed(const char *url)
+{
+	if (strncmp(url, "https://", 8) == 0)
+		return url[8] != '\0';
+	return strncmp(url, "http://", 7) == 0 && broker_url_is_loopback(url);
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cibroker/config.h"
+#include "cibroker/err.h"
+#include "cibroker/jwt.h"
+
+/* Issuer key caches: discovery, JWKS fetch with libcurl, periodic refresh,
+ * rate-limited single-flight refetch on unknown kid. A failed refresh keeps
+ * the last good keys. Only this module (and mint) fetch over HTTP. */
+struct broker_issuers;
+struct broker_issuer;
+
+enum broker_err issuers_create(const struct broker_config *cfg, struct broker_issuers **ret);
+/* Starts the background refresh thread (first fetch happens at once). */
+enum broker_err issuers_start(struct broker_issuers *set);
+void issuers_free(struct broker_issuers *set); /* stops the thread; NULL ok */
+
+struct broker_issuer *issuers_find(const struct broker_issuers *set, const char *name);
+size_t issuers_count(const struct broker_issuers *set);
+struct broker_issuer *issuers_at(const struct broker_issuers *set, size_t i);
+const struct broker_issuer_config *issuer_config(const struct broker_issuer *iss);
+
+/* Key for kid. Unknown kid -> at most one refetch per jwks_min_refetch,
+ * shared by all waiting callers. On BROKER_OK *ret_set holds a reference the
+ * caller drops with jwks_unref(); *ret_key points into it.
+ * BROKER_ERR_NOKEYS if the issuer has never had keys, BROKER_ERR_NOTFOUND if
+ * the kid is unknown after any allowed refetch. */
+enum broker_err issuer_keys_lookup(struct broker_issuer *iss, const char *kid, struct broker_jwks **ret_set,
+				   const struct broker_jwk **ret_key);
+bool issuer_ready(const struct broker_issuer *iss);
+
+struct issuer_stats {
+	uint64_t refresh_ok, refresh_failed;
+	int64_t keys_fetched_at; /* epoch s of the last good fetch, 0 if never */
+	size_t n_keys;
+};
+void issuer_get_stats(const struct broker_issuer *iss, struct issuer_stats *ret);

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cibroker/config.h"
+#include "cibroker/diag.h"
+#include "cibroker/err.h"
+
+/* Deploy-scoped policies: loading, matching, templates. Pure: no HTTP, no
+ * logging; results carry a short client reason and a full audit reason. */
+struct broker_policy_set;
+struct broker_policy;
+
+enum broker_cred_type { BROKER_CRED_JWT = 1, BROKER_CRED_AWS = 2 };
+
+/* Loads every *.yaml/*.yml/*.json of cfg->policies_dir and compiles the
+ * issuers' deny conditions. All problems go to d (FILE:LINE:COL). */
+enum broker_err policy_set_load(const struct broker_config *cfg, struct diag *d, struct broker_policy_set **ret);
+void policy_set_free(struct broker_policy_set *set);
+size_t policy_set_count(const struct broker_policy_set *set);
+/* O(1) lookup by name (= the exchange's audience); NULL if none. */
+const struct broker_policy *policy_set_find(const struct broker_policy_set *set, const char *name);
+
+const char *policy_name(const struct broker_policy *p);
+const char *policy_issuer(const struct broker_policy *p);   /* issuer config name */
+enum broker_cred_type policy_cred_type(const struct broker_policy *p);
+int64_t policy_ttl(const struct broker_policy *p);          /* already bounded by max_ttl */
+const char *policy_jwt_audience(const struct broker_policy *p); /* jwt only */
+
+struct policy_result {
+	char client_reason[256]; /* e.g. "claim 'ref' did not match" — never the expected value */
+	char audit_reason[1024]; /* full reason for the audit log */
+};
+
+/* Match verified claims against the policy (allow, deny, issuer deny).
+ * BROKER_OK = allowed; BROKER_ERR_DENIED = refused, with reasons filled. */
+enum broker_err policy_evaluate(const struct broker_policy_set *set, const struct broker_policy *p,
+				const json_t *claims, struct policy_result *ret);
+
+/* Rendered credential parameters for an allowed exchange. Missing template
+ * claim -> BROKER_ERR_DENIED with reasons. */
+struct policy_jwt_render {
+	char *subject;      /* NULL: use the CI token's sub */
+	json_t *claims;     /* extra claims object (owned) */
+};
+enum broker_err policy_render_jwt(const struct broker_policy *p, const json_t *claims, struct policy_jwt_render *ret,
+				  struct policy_result *why);
+void policy_jwt_render_clear(struct policy_jwt_render *r);
+
+struct policy_aws_render {
+	const char *role_arn;      /* points into the policy */
+	char *session_name;        /* sanitised */
+	char *source_identity;     /* NULL if not configured */
+	json_t *session_tags;      /* object name -> string, NULL if none */
+	char *session_policy;      /* JSON text, NULL if none */
+};
+enum broker_err policy_render_aws(const struct broker_policy *p, const json_t *claims, struct policy_aws_render *ret,
+				  struct policy_result *why);
+void policy_aws_render_clear(struct policy_aws_render *r);
+
+/* `policy explain`: one line per condition (name, value seen, held or not),
+ * appended to a caller-owned buffer via the callback. */
+typedef void (*policy_explain_fn)(void *ctx, const char *line);
+void policy_explain(const struct broker_policy_set *set, const struct broker_policy *p, const json_t *claims,
+		    policy_explain_fn fn, void *ctx);

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cibroker/err.h"
+
+#define BROKER_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Secrets: wipe before free, through this one helper. NULL is a no-op. */
+void broker_wipe_free(void *p, size_t len);
+void broker_secret_free(char *s); /* NUL-terminated: wipes strlen(s) bytes */
+/* Constant-time equality of two buffers of the same length. */
+bool broker_ct_equal(const void *a, const void *b, size_t len);
+
+/* Strict RFC 4648 §5 base64url: only [A-Za-z0-9_-], no padding, no whitespace,
+ * and the unused trailing bits must be zero (so every input has one decoding).
+ * *ret is NUL-terminated for convenience; free with free(). */
+enum broker_err b64url_decode(const char *in, size_t len, unsigned char **ret, size_t *ret_len);
+/* Unpadded base64url; returns malloc'd NUL-terminated string or NULL. */
+char *b64url_encode(const void *in, size_t len);
+
+/* SHA-256 of a buffer as 64 lowercase hex chars + NUL. */
+void broker_sha256_hex(const void *in, size_t len, char out[65]);
+/* n random bytes from the OS CSPRNG (OpenSSL RAND_bytes). */
+enum broker_err broker_random(void *out, size_t n);
+/* 128 random bits as 22 base64url chars + NUL (jti, request_id). */
+enum broker_err broker_random_id(char out[23]);
+
+/* "90", "90s", "5m", "1h", "2d" -> seconds. Rejects negatives, junk, overflow. */
+enum broker_err broker_parse_duration(const char *s, int64_t *ret);
+/* "16384", "16KiB", "1MiB", "16K", "1M", "1G", "1GiB" -> bytes. */
+enum broker_err broker_parse_size(const char *s, size_t *ret);
+
+/* Wall clock in seconds / microseconds since the epoch. */
+int64_t broker_now(void);
+int64_t broker_now_us(void);
+/* Monotonic clock in microseconds. */
+int64_t broker_mono_us(void);
+/* "2026-11-22T01:24:06Z" (out >= 21) and "2026-11-22T01:19:06.123Z" (out >= 25). */
+void broker_fmt_time(int64_t epoch_s, char *out, size_t outlen);
+void broker_fmt_time_ms(int64_t epoch_us, char *out, size_t outlen);
+
+/* JSON parse that rejects duplicate keys, trailing bytes, embedded NULs and
+ * nesting deeper than max_depth. Returns NULL on any error. */
+json_t *broker_json_parse(const void *buf, size_t len, size_t max_depth);
+/* Nesting depth of a JSON value (scalar = 0). */
+size_t broker_json_depth(const json_t *v);
+
+/* Read a whole file, at most max bytes (BROKER_ERR_TOOBIG beyond). NUL-terminated. */
+enum broker_err broker_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* Host part of an http(s) URL is loopback (127.0.0.0/8, ::1, localhost). */
+bool broker_url_is_loopback(const char *url);
+/* URL is https://, or http:// to a loopback host. */
+bool broker_url_allowed(const char *url);
