@@ -8,7 +8,11 @@
 /* Diagnostics for config and policy files: collected, not printed, so a load
  * reports every error of a file in one run and the caller decides where the
  * text goes (stderr for the CLI, the log on SIGHUP reload).
- * Format of each line: "FILE:LINE:COL: message" or "FILE:LINE:COL: warning: message". */
+ * Format of each line: "FILE:LINE:COL: message" or "FILE:LINE:COL: warning: message".
+ * With col <= 0 the column is left out ("FILE:LINE: message"), with line <= 0
+ * both are ("FILE: message", e.g. a file that cannot be opened). Control
+ * characters in the message (it quotes file contents) are shown as '?'.
+ * At most 1000 lines are kept; the counters keep counting beyond. */
 struct diag;
 
 struct diag *diag_new(void);
