@@ -16,6 +16,8 @@
 #define BROKER_TOKEN_MAX 8192
 #define BROKER_JWKS_MAX_KEYS 100
 #define BROKER_JWKS_MAX_BYTES (1024 * 1024)
+#define BROKER_KID_MAX 256      /* bytes; printable, no control characters */
+#define BROKER_JSON_MAX_DEPTH 16 /* header and payload nesting */
 
 /* ---- JWK sets ---- */
 struct broker_jwk {
@@ -27,9 +29,10 @@ struct broker_jwk {
 struct broker_jwks; /* immutable after parse; reference counted */
 
 /* Parse a JWKS document. Unusable keys (enc use, RSA < 2048, unknown kty/crv,
- * duplicate kid, ...) are skipped, not fatal; a document that is not a JWKS
- * at all, or has more than BROKER_JWKS_MAX_KEYS keys, is an error.
- * ret_reason (static string) is set on error. */
+ * no kid, duplicate kid, private parts, ...) are skipped, not fatal; a
+ * document that is not a JWKS at all, has more than BROKER_JWKS_MAX_KEYS
+ * keys, or has no usable key left, is an error (so a cache keeps its last
+ * good set). ret_reason (static string) is set on error. */
 enum broker_err jwks_parse(const char *json, size_t len, struct broker_jwks **ret, const char **ret_reason);
 const struct broker_jwk *jwks_lookup(const struct broker_jwks *set, const char *kid);
 size_t jwks_count(const struct broker_jwks *set);
@@ -41,12 +44,13 @@ struct broker_token {
 	json_t *header;
 	json_t *claims;
 	unsigned alg;            /* enum broker_alg bit of header.alg */
-	const char *kid;         /* points into header; NULL if absent */
+	const char *kid;         /* points into header; never NULL (a token without kid is rejected) */
 	unsigned char *sig;
 	size_t sig_len;
 	const char *signing_input; /* points into raw */
 	size_t signing_input_len;
 	char *raw;               /* private copy, wiped on free */
+	size_t raw_len;
 };
 
 /* Structural parse: size, three strict base64url segments, JSON objects
@@ -73,6 +77,12 @@ struct token_rules {
 enum broker_err token_check_alg(const struct broker_token *t, const struct token_rules *r, const char **ret_reason);
 /* iss, aud, exp, nbf, iat, sub rules of DESIGN.md. */
 enum broker_err token_check_claims(const struct broker_token *t, const struct token_rules *r, const char **ret_reason);
+
+/* Exact, case-sensitive JOSE alg name -> enum broker_alg bit; 0 if unknown
+ * (none and HS* are unknown here). */
+unsigned jwt_alg_from_name(const char *name);
+/* kid shape: 1..BROKER_KID_MAX bytes, no control characters. */
+bool jwt_kid_ok(const char *kid, size_t len);
 
 /* Signature primitive (also run against the Wycheproof vectors): sig is the
  * JWS form (r||s for ECDSA). */
