@@ -1,16 +1,462 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* `cibroker serve` and `cibroker dev`: process lifecycle and signals.
+ * SIGHUP reloads atomically, SIGUSR1 reopens the audit log, SIGTERM/SIGINT
+ * drain and stop. Signals are taken synchronously with sigwait() in the main
+ * thread, so no handler ever runs inside broker code. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
 
 #include "cibroker/cli.h"
+#include "cibroker/config.h"
+#include "cibroker/exchange.h"
+#include "cibroker/http.h"
+#include "cibroker/issuer.h"
+#include "cibroker/keys.h"
+#include "cibroker/util.h"
+
+static void log_line(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(const char *level, const char *fmt, ...)
+{
+	char ts[40];
+	va_list ap;
+
+	broker_fmt_time_ms(broker_now_us(), ts, sizeof(ts));
+	fprintf(stderr, "%s cibroker %s: ", ts, level);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGUSR1);
+	/* Blocked before any thread starts, so every thread inherits the mask. */
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Wait (bounded) until every issuer has keys, so a reload does not swap in
+ * a snapshot that would answer 503 while the old one could still serve. */
+static bool wait_ready(struct broker_state *st, int seconds)
+{
+	for (int i = 0; i < seconds * 10; i++) {
+		bool ready;
+		char *missing = state_readiness(st, &ready);
+
+		free(missing);
+		if (ready)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
+static void reload(struct broker_state *st, const char *config_path)
+{
+	struct diag *d = diag_new();
+	struct broker_snapshot *snap = NULL;
+	enum broker_err err = d ? snapshot_load(config_path, d, &snap) : BROKER_ERR_NOMEM;
+
+	if (d) {
+		for (size_t i = 0; i < diag_count(d); i++)
+			log_line(err == BROKER_OK ? "warning" : "error", "reload: %s", diag_line(d, i));
+	}
+	if (err == BROKER_OK)
+		err = snapshot_start(snap);
+	if (err == BROKER_OK) {
+		/* Swap only once the new issuers have keys (or 10 s passed), so a
+		 * reload never turns a serving broker into a 503 one. */
+		for (int i = 0; i < 100 && !snapshot_issuers_ready(snap); i++)
+			usleep(100000);
+		err = state_swap(st, snap);
+		if (err != BROKER_OK)
+			snapshot_unref(snap);
+	} else {
+		snapshot_unref(snap);
+	}
+	state_note_reload(st, err == BROKER_OK);
+	if (err == BROKER_OK)
+		log_line("info", "reloaded %s", config_path);
+	else
+		log_line("error", "reload of %s failed (%s): keeping the previous configuration", config_path,
+			 broker_strerror(err));
+	diag_free(d);
+}
+
+static int run_until_stopped(struct broker_state *st, struct broker_server *srv, const sigset_t *set,
+			     const char *config_path)
+{
+	for (;;) {
+		int sig = 0;
+
+		if (sigwait(set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP && config_path) {
+			reload(st, config_path);
+		} else if (sig == SIGUSR1) {
+			enum broker_err err = state_reopen_audit(st);
+
+			log_line(err == BROKER_OK ? "info" : "error", "audit log reopened: %s", broker_strerror(err));
+		} else if (sig == SIGTERM || sig == SIGINT) {
+			log_line("info", "stopping: finishing exchanges in flight");
+			server_stop(srv);
+			return 0;
+		}
+	}
+}
+
+static char *read_pem(const char *path)
+{
+	char *buf = NULL;
+	size_t len;
+
+	if (!path || broker_read_file(path, 1 << 20, &buf, &len) != BROKER_OK)
+		return NULL;
+	return buf;
+}
+
+static void serve_usage(FILE *out)
+{
+	fprintf(out, "usage: cibroker serve --config FILE\n\n"
+		     "Run the broker. SIGHUP reloads config, policies and keys; SIGUSR1 reopens\n"
+		     "the audit log; SIGTERM stops after the exchanges in flight.\n");
+}
 
 int cmd_serve(int argc, char **argv)
 {
-	fprintf(stderr, "cibroker serve: not implemented yet\n");
-	return 1;
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	const char *config_path = NULL;
+	struct diag *d = NULL;
+	struct broker_snapshot *snap = NULL;
+	struct broker_state *st = NULL;
+	struct broker_server *srv = NULL;
+	char *cert = NULL, *key = NULL;
+	const char *why = NULL;
+	sigset_t set;
+	int c, rc = 1;
+
+	while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'h': serve_usage(stdout); return 0;
+		case 'V': cli_print_version(); return 0;
+		default: serve_usage(stderr); return 2;
+		}
+	}
+	if (!config_path || optind != argc) {
+		serve_usage(stderr);
+		return 2;
+	}
+	block_signals(&set);
+	d = diag_new();
+	if (!d)
+		goto out;
+	if (snapshot_load(config_path, d, &snap) != BROKER_OK) {
+		diag_print(d, stderr);
+		fprintf(stderr, "cibroker serve: %s: configuration rejected\n", config_path);
+		goto out;
+	}
+	diag_print(d, stderr); /* warnings */
+	const struct broker_config *cfg = snapshot_config(snap);
+	if (cfg->tls_cert) {
+		cert = read_pem(cfg->tls_cert);
+		key = read_pem(cfg->tls_key);
+		if (!cert || !key) {
+			fprintf(stderr, "cibroker serve: cannot read tls.cert/tls.key\n");
+			goto out;
+		}
+	}
+	struct server_options so = {
+		.listen = cfg->listen ? cfg->listen : "127.0.0.1:8080",
+		.threads = cfg->threads,
+		.max_connections = cfg->max_connections,
+		.per_ip_connections = cfg->per_ip_connections,
+		.connection_timeout = (unsigned)cfg->connection_timeout,
+		.request_deadline = (unsigned)cfg->request_deadline,
+		.tls_cert_pem = cert,
+		.tls_key_pem = key,
+	};
+	if (state_create(snap, &st) != BROKER_OK) {
+		fprintf(stderr, "cibroker serve: cannot open audit log %s\n", cfg->audit_path ? cfg->audit_path : "-");
+		goto out;
+	}
+	snap = NULL; /* owned by st */
+	if (server_start(st, &so, &srv, &why) != BROKER_OK) {
+		fprintf(stderr, "cibroker serve: %s: %s\n", so.listen, why);
+		goto out;
+	}
+	snap = state_acquire(st);
+	snapshot_start(snap);
+	log_line("info", "listening on %s (%zu policies)", so.listen, snapshot_policy_count(snap));
+	snapshot_unref(snap);
+	snap = NULL;
+	rc = run_until_stopped(st, srv, &set, config_path);
+	srv = NULL;
+out:
+	server_stop(srv);
+	state_free(st);
+	snapshot_unref(snap);
+	diag_free(d);
+	broker_secret_free(key);
+	free(cert);
+	return rc;
+}
+
+/* ---- dev ---- */
+
+static const char *find_policies_dir(const char *given)
+{
+	static const char *const candidates[] = {"policies", CIBROKER_SOURCE_POLICIES, "/usr/share/cibroker/policies"};
+	struct stat stt;
+
+	if (given)
+		return given;
+	for (size_t i = 0; i < BROKER_ARRAY_SIZE(candidates); i++)
+		if (stat(candidates[i], &stt) == 0 && S_ISDIR(stt.st_mode))
+			return candidates[i];
+	return "policies";
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+static struct broker_config *dev_config(const char *listen, const char *public_url, const char *issuer_url,
+					const char *policies)
+{
+	struct broker_config *cfg = calloc(1, sizeof(*cfg));
+	static const char *const names[] = {"github", "gitlab"};
+
+	if (!cfg)
+		abort();
+	cfg->path = xstrdup("(dev)");
+	cfg->listen = xstrdup(listen);
+	cfg->public_url = xstrdup(public_url);
+	cfg->policies_dir = xstrdup(policies);
+	cfg->audit_path = xstrdup("-");
+	cfg->audit_sync = BROKER_AUDIT_SYNC_NONE;
+	cfg->max_body = 16384;
+	cfg->max_ttl = 3600;
+	cfg->threads = 4;
+	cfg->issuers = calloc(BROKER_ARRAY_SIZE(names), sizeof(*cfg->issuers));
+	if (!cfg->issuers)
+		abort();
+	cfg->n_issuers = BROKER_ARRAY_SIZE(names);
+	for (size_t i = 0; i < cfg->n_issuers; i++) {
+		struct broker_issuer_config *ic = &cfg->issuers[i];
+
+		ic->name = xstrdup(names[i]);
+		ic->issuer = xstrdup(issuer_url);
+		ic->audiences = calloc(1, sizeof(char *));
+		if (!ic->audiences)
+			abort();
+		ic->audiences[0] = xstrdup(public_url);
+		ic->n_audiences = 1;
+		ic->algorithms = BROKER_ALG_RS256;
+		ic->clock_skew = 60;
+		ic->max_token_age = 900;
+		ic->jwks_refresh = 3600;
+		ic->jwks_min_refetch = 30;
+	}
+	return cfg;
+}
+
+struct membuf {
+	char *data;
+	size_t len;
+};
+
+static size_t collect(char *p, size_t size, size_t n, void *ud)
+{
+	struct membuf *b = ud;
+	size_t add = size * n;
+	char *nd;
+
+	if (b->len + add > (1 << 20))
+		return 0;
+	nd = realloc(b->data, b->len + add + 1);
+	if (!nd)
+		return 0;
+	b->data = nd;
+	memcpy(b->data + b->len, p, add);
+	b->len += add;
+	b->data[b->len] = '\0';
+	return add;
+}
+
+static long http_post(const char *url, const char *body, struct membuf *out)
+{
+	CURL *c = curl_easy_init();
+	long code = 0;
+
+	if (!c)
+		return 0;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(c);
+	return code;
+}
+
+/* The walkthrough a new user sees: a dev ID token exchanged for a deploy
+ * credential through the real HTTP path, then the commands to do it again. */
+static void dev_demo(const char *public_url, const char *audience)
+{
+	struct membuf tok = {0}, ans = {0};
+	char url[512], *esc = NULL, *form = NULL;
+	CURL *c = curl_easy_init();
+
+	snprintf(url, sizeof(url), "%s/dev/token", public_url);
+	if (!c || http_post(url, "", &tok) != 200 || !tok.data)
+		goto out;
+	esc = curl_easy_escape(c, tok.data, (int)tok.len);
+	if (!esc || asprintf(&form,
+			     "grant_type=urn:ietf:params:oauth:grant-type:token-exchange"
+			     "&subject_token_type=urn:ietf:params:oauth:token-type:jwt&audience=%s&subject_token=%s",
+			     audience, esc) < 0)
+		goto out;
+	snprintf(url, sizeof(url), "%s/v1/token", public_url);
+	long code = http_post(url, form, &ans);
+	fprintf(stderr, "\n== cibroker dev: a dev ID token exchanged for policy '%s' -> HTTP %ld ==\n%s\n", audience,
+		code, ans.data ? ans.data : "(no answer)");
+out:
+	fprintf(stderr,
+		"\n== Try it yourself ==\n"
+		"TOKEN=$(curl -s -X POST %s/dev/token)        # GitHub-shaped; -d '{\"ref\":\"refs/heads/x\"}' overrides claims\n"
+		"curl -s %s/v1/token \\\n"
+		"  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\\n"
+		"  -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \\\n"
+		"  -d audience=%s --data-urlencode subject_token=\"$TOKEN\"\n"
+		"# or with the CI-side client:\n"
+		"curl -s -X POST %s/dev/token | cibroker exchange --broker %s --audience %s --format json\n\n",
+		public_url, public_url, audience, public_url, public_url, audience);
+	if (esc)
+		curl_free(esc);
+	free(form);
+	free(tok.data);
+	broker_secret_free(ans.data);
+	if (c)
+		curl_easy_cleanup(c);
+}
+
+static void dev_usage(FILE *out)
+{
+	fprintf(out, "usage: cibroker dev [--listen ADDR] [--policies DIR] [--audience POLICY] [--no-demo]\n\n"
+		     "Try the broker: an in-memory signing key, a dev issuer under /dev/ on the same\n"
+		     "listener, the example policies and the audit log on stdout. Not for production:\n"
+		     "`serve` never enables the dev issuer. ADDR defaults to 127.0.0.1:8080.\n");
 }
 
 int cmd_dev(int argc, char **argv)
 {
-	fprintf(stderr, "cibroker dev: not implemented yet\n");
-	return 1;
+	static const struct option opts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"policies", required_argument, NULL, 'p'},
+		{"audience", required_argument, NULL, 'a'},
+		{"no-demo", no_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	const char *listen = "127.0.0.1:8080", *policies = NULL, *audience = "web-deploy-prod", *why = NULL;
+	char public_url[300];
+	struct devissuer *dev = NULL;
+	struct broker_signing_keys *keys = NULL;
+	struct broker_snapshot *snap = NULL;
+	struct broker_state *st = NULL;
+	struct broker_server *srv = NULL;
+	struct diag *d = NULL;
+	bool demo = true;
+	sigset_t set;
+	int c, rc = 1;
+
+	while ((c = getopt_long(argc, argv, "l:p:a:nhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': listen = optarg; break;
+		case 'p': policies = optarg; break;
+		case 'a': audience = optarg; break;
+		case 'n': demo = false; break;
+		case 'h': dev_usage(stdout); return 0;
+		case 'V': cli_print_version(); return 0;
+		default: dev_usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		dev_usage(stderr);
+		return 2;
+	}
+	block_signals(&set);
+	snprintf(public_url, sizeof(public_url), "http://%s", listen);
+	d = diag_new();
+	if (!d || devissuer_create(public_url, &dev) != BROKER_OK || signing_keys_generate(&keys) != BROKER_OK) {
+		fprintf(stderr, "cibroker dev: cannot create keys\n");
+		goto out;
+	}
+	if (snapshot_build(dev_config(listen, public_url, devissuer_url(dev), find_policies_dir(policies)), keys, d,
+			   &snap) != BROKER_OK) {
+		keys = NULL;
+		diag_print(d, stderr);
+		fprintf(stderr, "cibroker dev: policies rejected\n");
+		goto out;
+	}
+	keys = NULL;
+	diag_print(d, stderr);
+	if (state_create(snap, &st) != BROKER_OK)
+		goto out;
+	snap = NULL;
+	struct server_options so = {.listen = listen, .threads = 4, .dev = dev};
+	if (server_start(st, &so, &srv, &why) != BROKER_OK) {
+		fprintf(stderr, "cibroker dev: %s: %s\n", listen, why);
+		goto out;
+	}
+	snap = state_acquire(st);
+	snapshot_start(snap);
+	snapshot_unref(snap);
+	snap = NULL;
+	log_line("info", "dev mode on %s: dev issuer %s, %s", public_url, devissuer_url(dev),
+		 "in-memory signing key, audit on stdout");
+	if (!wait_ready(st, 10))
+		log_line("warning", "issuer keys not fetched yet");
+	if (demo)
+		dev_demo(public_url, audience);
+	rc = run_until_stopped(st, srv, &set, NULL);
+	srv = NULL;
+out:
+	server_stop(srv);
+	state_free(st);
+	snapshot_unref(snap);
+	signing_keys_free(keys);
+	devissuer_free(dev);
+	diag_free(d);
+	return rc;
 }

@@ -1,2 +1,366 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Not yet written: placeholder so the build graph is complete. */
+/* libmicrohttpd front end: routing, body limits, slow-client defences.
+ * Everything about tokens happens in exchange.c; this file only moves bytes. */
+#include "cibroker/http.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "cibroker/util.h"
+
+struct broker_server {
+	struct MHD_Daemon *daemon;
+	struct broker_state *st;
+	struct devissuer *dev;
+	unsigned request_deadline;
+	uint16_t port;
+};
+
+struct request {
+	int64_t started_us;
+	char *body;
+	size_t len, cap, max;
+	bool too_big;
+	bool is_exchange;
+};
+
+static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *type, char *body, bool secret,
+			     bool no_store, int retry_after, const char *allow)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	size_t len = body ? strlen(body) : 0;
+
+	/* MHD copies the buffer, so a secret body can be wiped right after. */
+	r = MHD_create_response_from_buffer(len, body ? body : (char *)"", MHD_RESPMEM_MUST_COPY);
+	if (secret)
+		broker_secret_free(body);
+	else
+		free(body);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (no_store) {
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+		MHD_add_response_header(r, MHD_HTTP_HEADER_PRAGMA, "no-cache");
+	}
+	if (retry_after > 0) {
+		char ra[16];
+
+		snprintf(ra, sizeof(ra), "%d", retry_after);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	if (allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	ret = MHD_queue_response(c, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, int status, const char *error, const char *desc,
+				   const char *allow)
+{
+	char id[23];
+
+	if (broker_random_id(id) != BROKER_OK)
+		snprintf(id, sizeof(id), "unavailable");
+	return reply(c, status, "application/json", exchange_error_json(error, desc, id), false, true, 0, allow);
+}
+
+static void remote_text(struct MHD_Connection *c, char *out, size_t len)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+	snprintf(out, len, "unknown");
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)len);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)len);
+}
+
+static size_t current_max_body(struct broker_state *st)
+{
+	struct broker_snapshot *s = state_acquire(st);
+	size_t max = snapshot_config(s)->max_body;
+
+	snapshot_unref(s);
+	return max ? max : 16384;
+}
+
+static enum MHD_Result serve_exchange(struct broker_server *srv, struct MHD_Connection *c, struct request *r)
+{
+	struct exchange_result res;
+	char remote[INET6_ADDRSTRLEN + 1];
+	enum MHD_Result ret;
+
+	remote_text(c, remote, sizeof(remote));
+	if (r->too_big)
+		exchange_reject_oversize(srv->st, remote, &res);
+	else
+		exchange_handle(srv->st, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+				r->body ? r->body : "", r->len, remote, &res);
+	ret = reply(c, res.status, "application/json", res.body, res.status == 200, true, res.retry_after, NULL);
+	res.body = NULL;
+	exchange_result_clear(&res);
+	return ret;
+}
+
+static enum MHD_Result serve_get(struct broker_server *srv, struct MHD_Connection *c, const char *url)
+{
+	struct broker_snapshot *s;
+	char *body = NULL;
+	bool ready;
+
+	if (strcmp(url, "/healthz") == 0)
+		return reply(c, 200, "application/json", strdup("{\"status\":\"ok\"}"), false, true, 0, NULL);
+	if (strcmp(url, "/readyz") == 0) {
+		char *missing = state_readiness(srv->st, &ready);
+
+		if (missing && asprintf(&body, "{\"ready\":%s,\"missing\":%s}", ready ? "true" : "false", missing) < 0)
+			body = NULL;
+		free(missing);
+		return reply(c, ready ? 200 : 503, "application/json", body, false, true, 0, NULL);
+	}
+	if (strcmp(url, "/metrics") == 0)
+		return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", state_metrics_render(srv->st), false,
+			     false, 0, NULL);
+	s = state_acquire(srv->st);
+	if (strcmp(url, "/.well-known/openid-configuration") == 0)
+		body = strdup(snapshot_discovery(s));
+	else
+		body = strdup(snapshot_jwks(s));
+	snapshot_unref(s);
+	return reply(c, 200, "application/json", body, false, false, 0, NULL);
+}
+
+static bool is_get_route(const char *url)
+{
+	static const char *const routes[] = {"/healthz", "/readyz", "/metrics", "/.well-known/openid-configuration",
+					     "/.well-known/jwks.json"};
+
+	for (size_t i = 0; i < BROKER_ARRAY_SIZE(routes); i++)
+		if (strcmp(url, routes[i]) == 0)
+			return true;
+	return false;
+}
+
+static enum MHD_Result route(struct broker_server *srv, struct MHD_Connection *c, const char *url,
+			     const char *method, struct request *r)
+{
+	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+
+	if (srv->dev && strncmp(url, "/dev/", 5) == 0) {
+		int status = 404;
+		char *body = NULL;
+		const char *type = "application/json";
+
+		if (devissuer_handle(srv->dev, method, url, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "shape"),
+				     r->body ? r->body : "", r->len, &status, &body, &type))
+			return reply(c, status, type, body, false, true, 0, NULL);
+	}
+	if (strcmp(url, "/v1/token") == 0) {
+		if (strcmp(method, "POST") != 0)
+			return reply_error(c, 405, "invalid_request", "use POST", "POST");
+		return serve_exchange(srv, c, r);
+	}
+	if (is_get_route(url)) {
+		if (!get)
+			return reply_error(c, 405, "invalid_request", "use GET", "GET, HEAD");
+		return serve_get(srv, c, url);
+	}
+	return reply_error(c, 404, "invalid_request", "unknown path", NULL);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct broker_server *srv = cls;
+	struct request *r = *con_cls;
+
+	if (!r) {
+		const char *cl;
+
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		r->started_us = broker_mono_us();
+		r->max = current_max_body(srv->st);
+		r->is_exchange = strcmp(url, "/v1/token") == 0 && strcmp(method, "POST") == 0;
+		if (!r->is_exchange && !(srv->dev && strncmp(url, "/dev/", 5) == 0))
+			r->max = 0; /* no other route takes a body */
+		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && r->is_exchange && strtoull(cl, NULL, 10) > r->max) {
+			/* Answer before reading a byte of it; MHD closes the connection. */
+			r->too_big = true;
+			return serve_exchange(srv, c, r);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (srv->request_deadline &&
+		    broker_mono_us() - r->started_us > (int64_t)srv->request_deadline * 1000000)
+			return MHD_NO; /* absolute deadline: a trickling client is cut off */
+		if (r->too_big)
+			return MHD_YES;
+		if (n > r->max - r->len || r->len + n > r->max) {
+			r->too_big = true;
+			if (r->body)
+				broker_wipe_free(r->body, r->cap);
+			r->body = NULL;
+			r->len = r->cap = 0;
+			if (r->is_exchange)
+				return serve_exchange(srv, c, r);
+			return reply_error(c, 413, "invalid_request", "request body too large", NULL);
+		}
+		if (r->len + n + 1 > r->cap) {
+			size_t cap = r->max + 1;
+			char *b = malloc(cap);
+
+			if (!b)
+				return MHD_NO;
+			if (r->body) {
+				memcpy(b, r->body, r->len);
+				broker_wipe_free(r->body, r->cap);
+			}
+			r->body = b;
+			r->cap = cap;
+		}
+		memcpy(r->body + r->len, upload_data, n);
+		r->len += n;
+		r->body[r->len] = '\0';
+		return MHD_YES;
+	}
+	if (r->too_big)
+		return MHD_YES; /* answer already queued */
+	return route(srv, c, url, method, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct request *r = *con_cls;
+
+	if (!r)
+		return;
+	if (r->body)
+		broker_wipe_free(r->body, r->cap); /* may hold a subject token */
+	free(r);
+	*con_cls = NULL;
+}
+
+static enum broker_err parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl)
+{
+	char host[256];
+	const char *port;
+	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai = NULL;
+	size_t n;
+
+	if (listen[0] == '[') {
+		const char *end = strchr(listen, ']');
+
+		if (!end || end[1] != ':')
+			return BROKER_ERR_INVALID;
+		n = (size_t)(end - listen - 1);
+		port = end + 2;
+		if (n >= sizeof(host))
+			return BROKER_ERR_INVALID;
+		memcpy(host, listen + 1, n);
+	} else {
+		const char *colon = strrchr(listen, ':');
+
+		if (!colon)
+			return BROKER_ERR_INVALID;
+		n = (size_t)(colon - listen);
+		port = colon + 1;
+		if (n >= sizeof(host))
+			return BROKER_ERR_INVALID;
+		memcpy(host, listen, n);
+	}
+	host[n] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+		return BROKER_ERR_INVALID;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	*sl = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return BROKER_OK;
+}
+
+enum broker_err server_start(struct broker_state *st, const struct server_options *opt, struct broker_server **ret,
+			     const char **ret_reason)
+{
+	struct broker_server *srv = calloc(1, sizeof(*srv));
+	struct sockaddr_storage ss;
+	socklen_t sl = 0;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned threads = opt->threads ? opt->threads : (unsigned)(cores > 0 ? cores : 1);
+	const union MHD_DaemonInfo *info;
+
+	if (!srv)
+		return BROKER_ERR_NOMEM;
+	if (parse_listen(opt->listen, &ss, &sl) != BROKER_OK) {
+		*ret_reason = "listen address must be HOST:PORT or [V6]:PORT";
+		free(srv);
+		return BROKER_ERR_INVALID;
+	}
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	if (opt->tls_cert_pem)
+		flags |= MHD_USE_TLS;
+	srv->st = st;
+	srv->dev = opt->dev;
+	srv->request_deadline = opt->request_deadline;
+	srv->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+		opt->max_connections ? opt->max_connections : 1024u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		opt->per_ip_connections ? opt->per_ip_connections : 64u, MHD_OPTION_CONNECTION_TIMEOUT,
+		opt->connection_timeout ? opt->connection_timeout : 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+		1u, opt->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem,
+		MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
+	if (!srv->daemon) {
+		*ret_reason = "could not listen (address in use, or bad TLS files)";
+		free(srv);
+		return BROKER_ERR_IO;
+	}
+	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = info ? info->port : 0;
+	*ret = srv;
+	return BROKER_OK;
+}
+
+uint16_t server_port(const struct broker_server *srv)
+{
+	return srv->port;
+}
+
+void server_stop(struct broker_server *srv)
+{
+	if (!srv)
+		return;
+	/* Stop accepting first; MHD_stop_daemon then waits for the worker threads,
+	 * so exchanges in flight finish and are audited. */
+	MHD_quiesce_daemon(srv->daemon);
+	MHD_stop_daemon(srv->daemon);
+	free(srv);
+}

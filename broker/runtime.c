@@ -1,0 +1,607 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Snapshots (config + policies + keys + issuers, swapped whole on reload)
+ * and the process state that outlives them (audit sink, replay cache,
+ * metrics). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cibroker/util.h"
+#include "runtime.h"
+
+struct broker_snapshot {
+	atomic_int refs;
+	struct broker_config *cfg;
+	struct broker_policy_set *policies;
+	struct broker_signing_keys *keys;
+	struct broker_issuers *issuers;
+	char *discovery;
+};
+
+/* ---- replay cache (per instance) ---- */
+#define REPLAY_MAX 1000000
+
+struct replay_entry {
+	char *key;
+	int64_t expires_at;
+};
+
+struct broker_replay {
+	pthread_mutex_t lock;
+	struct replay_entry *slots; /* open addressing */
+	size_t cap, used;
+};
+
+/* ---- metrics ---- */
+static const double latency_buckets_ms[] = {0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000};
+#define N_BUCKETS (sizeof(latency_buckets_ms) / sizeof(latency_buckets_ms[0]))
+
+struct counter_entry {
+	char *policy;
+	char *outcome;
+	uint64_t count;
+	struct counter_entry *next;
+};
+
+struct broker_metrics {
+	pthread_mutex_t lock;
+	struct counter_entry *buckets[256];
+	uint64_t latency_count[N_BUCKETS + 1];
+	uint64_t latency_n;
+	double latency_sum_s;
+	uint64_t audit_errors;
+	uint64_t reloads_ok, reloads_failed;
+};
+
+struct broker_state {
+	pthread_mutex_t lock;
+	struct broker_snapshot *cur;
+	struct broker_audit *audit;
+	char *audit_path;
+	struct broker_replay replay;
+	struct broker_metrics metrics;
+	int64_t started_at;
+};
+
+static char *render_discovery(const struct broker_config *cfg)
+{
+	json_t *o;
+	char *s, *jwks = NULL, *tok = NULL;
+	const char *base = cfg->public_url;
+	size_t n = strlen(base);
+
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	if (asprintf(&jwks, "%.*s/.well-known/jwks.json", (int)n, base) < 0)
+		jwks = NULL;
+	if (asprintf(&tok, "%.*s/v1/token", (int)n, base) < 0)
+		tok = NULL;
+	o = json_pack("{s:s, s:s?, s:s?, s:[s], s:[s], s:[s], s:[s], s:[s]}", "issuer", cfg->public_url, "jwks_uri",
+		      jwks, "token_endpoint", tok, "grant_types_supported",
+		      "urn:ietf:params:oauth:grant-type:token-exchange", "token_endpoint_auth_methods_supported", "none",
+		      "id_token_signing_alg_values_supported", "ES256", "response_types_supported", "id_token",
+		      "subject_types_supported", "public");
+	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	free(jwks);
+	free(tok);
+	return s;
+}
+
+enum broker_err snapshot_build(struct broker_config *cfg, struct broker_signing_keys *keys, struct diag *d,
+			       struct broker_snapshot **ret)
+{
+	struct broker_snapshot *s = calloc(1, sizeof(*s));
+	enum broker_err err = BROKER_ERR_NOMEM;
+
+	if (!s) {
+		config_free(cfg);
+		signing_keys_free(keys);
+		return BROKER_ERR_NOMEM;
+	}
+	atomic_init(&s->refs, 1);
+	s->cfg = cfg;
+	s->keys = keys;
+	if (!s->keys) {
+		err = signing_keys_load(cfg->signing_keys, cfg->n_signing_keys, d, &s->keys);
+		if (err != BROKER_OK)
+			goto out;
+	}
+	err = policy_set_load(cfg, d, &s->policies);
+	if (err != BROKER_OK)
+		goto out;
+	err = issuers_create(cfg, &s->issuers);
+	if (err != BROKER_OK) {
+		diag_error(d, cfg->path ? cfg->path : "config", 0, 0, "issuers: %s", broker_strerror(err));
+		goto out;
+	}
+	s->discovery = render_discovery(cfg);
+	if (!s->discovery) {
+		err = BROKER_ERR_NOMEM;
+		goto out;
+	}
+	*ret = s;
+	return BROKER_OK;
+out:
+	snapshot_unref(s);
+	return err;
+}
+
+enum broker_err snapshot_load(const char *config_path, struct diag *d, struct broker_snapshot **ret)
+{
+	struct broker_config *cfg = NULL;
+	enum broker_err err = config_load(config_path, d, &cfg);
+
+	if (err != BROKER_OK)
+		return err;
+	return snapshot_build(cfg, NULL, d, ret);
+}
+
+enum broker_err snapshot_start(struct broker_snapshot *s)
+{
+	return issuers_start(s->issuers);
+}
+
+struct broker_snapshot *snapshot_ref(struct broker_snapshot *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+	return s;
+}
+
+void snapshot_unref(struct broker_snapshot *s)
+{
+	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	issuers_free(s->issuers);
+	policy_set_free(s->policies);
+	signing_keys_free(s->keys);
+	config_free(s->cfg);
+	free(s->discovery);
+	free(s);
+}
+
+const struct broker_config *snapshot_config(const struct broker_snapshot *s) { return s->cfg; }
+const char *snapshot_jwks(const struct broker_snapshot *s) { return signing_keys_jwks(s->keys); }
+const char *snapshot_discovery(const struct broker_snapshot *s) { return s->discovery; }
+size_t snapshot_policy_count(const struct broker_snapshot *s) { return policy_set_count(s->policies); }
+
+bool snapshot_issuers_ready(const struct broker_snapshot *s)
+{
+	for (size_t i = 0; i < issuers_count(s->issuers); i++)
+		if (!issuer_ready(issuers_at(s->issuers, i)))
+			return false;
+	return true;
+}
+
+const struct broker_policy *runtime_find_policy(const struct broker_snapshot *s, const char *name)
+{
+	return policy_set_find(s->policies, name);
+}
+
+struct broker_issuer *runtime_find_issuer(const struct broker_snapshot *s, const char *name)
+{
+	return issuers_find(s->issuers, name);
+}
+
+const struct broker_policy_set *runtime_policies(const struct broker_snapshot *s) { return s->policies; }
+const struct broker_signing_keys *runtime_signing_keys(const struct broker_snapshot *s) { return s->keys; }
+
+/* ---- state ---- */
+
+enum broker_err state_create(struct broker_snapshot *snap, struct broker_state **ret)
+{
+	struct broker_state *st = calloc(1, sizeof(*st));
+	enum broker_err err;
+
+	if (!st)
+		return BROKER_ERR_NOMEM;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->replay.lock, NULL);
+	pthread_mutex_init(&st->metrics.lock, NULL);
+	st->started_at = broker_now();
+	st->audit_path = strdup(snap->cfg->audit_path ? snap->cfg->audit_path : "-");
+	if (!st->audit_path) {
+		state_free(st);
+		return BROKER_ERR_NOMEM;
+	}
+	err = audit_open(st->audit_path, snap->cfg->audit_sync == BROKER_AUDIT_SYNC_ALWAYS, &st->audit);
+	if (err != BROKER_OK) {
+		state_free(st);
+		return err;
+	}
+	st->cur = snap;
+	*ret = st;
+	return BROKER_OK;
+}
+
+void state_free(struct broker_state *st)
+{
+	if (!st)
+		return;
+	snapshot_unref(st->cur);
+	audit_close(st->audit);
+	free(st->audit_path);
+	for (size_t i = 0; i < st->replay.cap; i++)
+		free(st->replay.slots[i].key);
+	free(st->replay.slots);
+	for (size_t i = 0; i < BROKER_ARRAY_SIZE(st->metrics.buckets); i++) {
+		struct counter_entry *e = st->metrics.buckets[i], *next;
+
+		for (; e; e = next) {
+			next = e->next;
+			free(e->policy);
+			free(e->outcome);
+			free(e);
+		}
+	}
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->replay.lock);
+	pthread_mutex_destroy(&st->metrics.lock);
+	free(st);
+}
+
+struct broker_snapshot *state_acquire(struct broker_state *st)
+{
+	struct broker_snapshot *s;
+
+	pthread_mutex_lock(&st->lock);
+	s = snapshot_ref(st->cur);
+	pthread_mutex_unlock(&st->lock);
+	return s;
+}
+
+enum broker_err state_swap(struct broker_state *st, struct broker_snapshot *snap)
+{
+	struct broker_snapshot *old;
+	const char *path = snap->cfg->audit_path ? snap->cfg->audit_path : "-";
+
+	if (strcmp(path, st->audit_path) != 0 ||
+	    0 /* sync mode changes need a new sink too; handled by reopen below */) {
+		struct broker_audit *a = NULL;
+		char *p = strdup(path);
+		enum broker_err err = p ? audit_open(path, snap->cfg->audit_sync == BROKER_AUDIT_SYNC_ALWAYS, &a)
+					: BROKER_ERR_NOMEM;
+
+		if (err != BROKER_OK) {
+			free(p);
+			return err;
+		}
+		/* The old sink stays open: exchanges in flight may still write to it.
+		 * It is closed at exit. Reloads that move the log are rare. */
+		pthread_mutex_lock(&st->lock);
+		struct broker_audit *prev = st->audit;
+		st->audit = a;
+		free(st->audit_path);
+		st->audit_path = p;
+		pthread_mutex_unlock(&st->lock);
+		(void)prev;
+	}
+	pthread_mutex_lock(&st->lock);
+	old = st->cur;
+	st->cur = snap;
+	pthread_mutex_unlock(&st->lock);
+	snapshot_unref(old);
+	return BROKER_OK;
+}
+
+struct broker_audit *state_audit(struct broker_state *st)
+{
+	struct broker_audit *a;
+
+	pthread_mutex_lock(&st->lock);
+	a = st->audit;
+	pthread_mutex_unlock(&st->lock);
+	return a;
+}
+
+enum broker_err state_reopen_audit(struct broker_state *st)
+{
+	return audit_reopen(state_audit(st));
+}
+
+struct broker_metrics *state_metrics(struct broker_state *st) { return &st->metrics; }
+
+char *state_readiness(struct broker_state *st, bool *ret_ready)
+{
+	struct broker_snapshot *s = state_acquire(st);
+	json_t *missing = json_array();
+	char *out;
+
+	for (size_t i = 0; i < issuers_count(s->issuers); i++) {
+		struct broker_issuer *iss = issuers_at(s->issuers, i);
+
+		if (!issuer_ready(iss)) {
+			char buf[300];
+
+			snprintf(buf, sizeof(buf), "issuer %s: no keys yet", issuer_config(iss)->name);
+			json_array_append_new(missing, json_string(buf));
+		}
+	}
+	if (!audit_healthy(state_audit(st)))
+		json_array_append_new(missing, json_string("audit: sink not writable"));
+	*ret_ready = json_array_size(missing) == 0;
+	out = json_dumps(missing, JSON_COMPACT);
+	json_decref(missing);
+	snapshot_unref(s);
+	return out;
+}
+
+/* ---- replay ---- */
+
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static void replay_sweep(struct broker_replay *r, int64_t now)
+{
+	/* Rebuild without expired entries: open addressing cannot just delete. */
+	struct replay_entry *old = r->slots;
+	size_t cap = r->cap;
+
+	r->slots = calloc(cap, sizeof(*r->slots));
+	if (!r->slots) {
+		r->slots = old;
+		return;
+	}
+	r->used = 0;
+	for (size_t i = 0; i < cap; i++) {
+		if (!old[i].key)
+			continue;
+		if (old[i].expires_at < now) {
+			free(old[i].key);
+			continue;
+		}
+		size_t j = fnv1a(old[i].key) & (cap - 1);
+		while (r->slots[j].key)
+			j = (j + 1) & (cap - 1);
+		r->slots[j] = old[i];
+		r->used++;
+	}
+	free(old);
+}
+
+static enum broker_err replay_local(struct broker_replay *r, const char *key, int64_t expires_at)
+{
+	enum broker_err err = BROKER_OK;
+	int64_t now = broker_now();
+	size_t j;
+
+	pthread_mutex_lock(&r->lock);
+	if (!r->slots) {
+		r->cap = 1024;
+		r->slots = calloc(r->cap, sizeof(*r->slots));
+		if (!r->slots) {
+			err = BROKER_ERR_UPSTREAM;
+			goto out;
+		}
+	}
+	if ((r->used + 1) * 2 > r->cap) {
+		replay_sweep(r, now);
+		if ((r->used + 1) * 2 > r->cap) {
+			size_t ncap = r->cap * 2;
+			struct replay_entry *ns;
+
+			if (ncap > 2 * REPLAY_MAX || !(ns = calloc(ncap, sizeof(*ns)))) {
+				err = BROKER_ERR_UPSTREAM; /* full: refuse, never pass silently */
+				goto out;
+			}
+			for (size_t i = 0; i < r->cap; i++) {
+				if (!r->slots[i].key)
+					continue;
+				size_t k = fnv1a(r->slots[i].key) & (ncap - 1);
+				while (ns[k].key)
+					k = (k + 1) & (ncap - 1);
+				ns[k] = r->slots[i];
+			}
+			free(r->slots);
+			r->slots = ns;
+			r->cap = ncap;
+		}
+	}
+	j = fnv1a(key) & (r->cap - 1);
+	while (r->slots[j].key) {
+		if (strcmp(r->slots[j].key, key) == 0) {
+			if (r->slots[j].expires_at >= now) {
+				err = BROKER_ERR_REPLAY;
+				goto out;
+			}
+			r->slots[j].expires_at = expires_at;
+			goto out;
+		}
+		j = (j + 1) & (r->cap - 1);
+	}
+	r->slots[j].key = strdup(key);
+	if (!r->slots[j].key) {
+		err = BROKER_ERR_UPSTREAM;
+		goto out;
+	}
+	r->slots[j].expires_at = expires_at;
+	r->used++;
+out:
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+enum broker_err runtime_replay_check(struct broker_state *st, const char *issuer, const char *jti, int64_t expires_at)
+{
+	char *key = NULL;
+	enum broker_err err;
+
+	if (asprintf(&key, "%s\n%s", issuer, jti) < 0)
+		return BROKER_ERR_UPSTREAM;
+	err = replay_local(&st->replay, key, expires_at);
+	free(key);
+	return err;
+}
+
+bool runtime_mint_aws(struct broker_state *st, struct broker_snapshot *s, const struct broker_policy *p,
+		      const json_t *claims, json_t **ret_credential, char **ret_body, struct exchange_result *res,
+		      const char **ret_reason, char *reason_buf, size_t reason_len)
+{
+	res->status = 503;
+	res->error = "temporarily_unavailable";
+	snprintf(res->description, sizeof(res->description), "aws credentials are not available");
+	*ret_reason = "aws minting not configured";
+	return false;
+}
+
+/* ---- metrics ---- */
+
+void runtime_note_audit_error(struct broker_state *st)
+{
+	pthread_mutex_lock(&st->metrics.lock);
+	st->metrics.audit_errors++;
+	pthread_mutex_unlock(&st->metrics.lock);
+}
+
+void state_note_reload(struct broker_state *st, bool ok)
+{
+	pthread_mutex_lock(&st->metrics.lock);
+	if (ok)
+		st->metrics.reloads_ok++;
+	else
+		st->metrics.reloads_failed++;
+	pthread_mutex_unlock(&st->metrics.lock);
+}
+
+void runtime_note_exchange(struct broker_state *st, const char *policy, int status, const char *error,
+			   int64_t latency_us)
+{
+	struct broker_metrics *m = &st->metrics;
+	const char *outcome = status == 200 ? "allow" : error ? error : "error";
+	const char *pol = policy ? policy : "";
+	uint64_t h = fnv1a(pol) ^ fnv1a(outcome);
+	struct counter_entry *e;
+	double ms = (double)latency_us / 1000.0;
+	size_t b = 0;
+
+	while (b < N_BUCKETS && ms > latency_buckets_ms[b])
+		b++;
+	pthread_mutex_lock(&m->lock);
+	for (e = m->buckets[h & 255]; e; e = e->next)
+		if (strcmp(e->policy, pol) == 0 && strcmp(e->outcome, outcome) == 0)
+			break;
+	if (!e && (e = calloc(1, sizeof(*e)))) {
+		e->policy = strdup(pol);
+		e->outcome = strdup(outcome);
+		if (!e->policy || !e->outcome) {
+			free(e->policy);
+			free(e->outcome);
+			free(e);
+			e = NULL;
+		} else {
+			e->next = m->buckets[h & 255];
+			m->buckets[h & 255] = e;
+		}
+	}
+	if (e)
+		e->count++;
+	m->latency_count[b]++;
+	m->latency_n++;
+	m->latency_sum_s += (double)latency_us / 1e6;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* Label values are policy names (a safe charset) and fixed outcome words,
+ * but escape anyway: the exposition format breaks on a stray quote. */
+static void put_label(FILE *f, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			fputc('\\', f);
+		if (*v == '\n') {
+			fputs("\\n", f);
+			continue;
+		}
+		fputc(*v, f);
+	}
+}
+
+char *state_metrics_render(struct broker_state *st)
+{
+	struct broker_metrics *m = &st->metrics;
+	struct broker_snapshot *s = state_acquire(st);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	uint64_t cum = 0;
+	int64_t now = broker_now();
+
+	if (!f) {
+		snapshot_unref(s);
+		return NULL;
+	}
+	fprintf(f, "# HELP cibroker_build_info Build information.\n# TYPE cibroker_build_info gauge\n");
+	fprintf(f, "cibroker_build_info{version=\"%s\"} 1\n", CIBROKER_VERSION);
+	fprintf(f, "# HELP cibroker_exchanges_total Token exchanges by policy and outcome.\n");
+	fprintf(f, "# TYPE cibroker_exchanges_total counter\n");
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < BROKER_ARRAY_SIZE(m->buckets); i++)
+		for (struct counter_entry *e = m->buckets[i]; e; e = e->next) {
+			fputs("cibroker_exchanges_total{policy=\"", f);
+			put_label(f, e->policy);
+			fputs("\",outcome=\"", f);
+			put_label(f, e->outcome);
+			fprintf(f, "\"} %llu\n", (unsigned long long)e->count);
+		}
+	fprintf(f, "# HELP cibroker_exchange_duration_seconds Time to answer /v1/token.\n");
+	fprintf(f, "# TYPE cibroker_exchange_duration_seconds histogram\n");
+	for (size_t b = 0; b < N_BUCKETS; b++) {
+		cum += m->latency_count[b];
+		fprintf(f, "cibroker_exchange_duration_seconds_bucket{le=\"%g\"} %llu\n", latency_buckets_ms[b] / 1000.0,
+			(unsigned long long)cum);
+	}
+	cum += m->latency_count[N_BUCKETS];
+	fprintf(f, "cibroker_exchange_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+	fprintf(f, "cibroker_exchange_duration_seconds_sum %.6f\n", m->latency_sum_s);
+	fprintf(f, "cibroker_exchange_duration_seconds_count %llu\n", (unsigned long long)m->latency_n);
+	fprintf(f, "# HELP cibroker_audit_errors_total Audit records that could not be written.\n");
+	fprintf(f, "# TYPE cibroker_audit_errors_total counter\ncibroker_audit_errors_total %llu\n",
+		(unsigned long long)m->audit_errors);
+	fprintf(f, "# HELP cibroker_reloads_total Configuration reloads by result.\n");
+	fprintf(f, "# TYPE cibroker_reloads_total counter\n");
+	fprintf(f, "cibroker_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)m->reloads_ok);
+	fprintf(f, "cibroker_reloads_total{result=\"failed\"} %llu\n", (unsigned long long)m->reloads_failed);
+	pthread_mutex_unlock(&m->lock);
+
+	fprintf(f, "# HELP cibroker_jwks_refreshes_total JWKS fetches by issuer and result.\n");
+	fprintf(f, "# TYPE cibroker_jwks_refreshes_total counter\n");
+	for (size_t i = 0; i < issuers_count(s->issuers); i++) {
+		struct issuer_stats is;
+		struct broker_issuer *iss = issuers_at(s->issuers, i);
+
+		issuer_get_stats(iss, &is);
+		fputs("cibroker_jwks_refreshes_total{issuer=\"", f);
+		put_label(f, issuer_config(iss)->name);
+		fprintf(f, "\",result=\"ok\"} %llu\n", (unsigned long long)is.refresh_ok);
+		fputs("cibroker_jwks_refreshes_total{issuer=\"", f);
+		put_label(f, issuer_config(iss)->name);
+		fprintf(f, "\",result=\"failed\"} %llu\n", (unsigned long long)is.refresh_failed);
+	}
+	fprintf(f, "# HELP cibroker_jwks_age_seconds Age of each issuer's last good JWKS (-1: never fetched).\n");
+	fprintf(f, "# TYPE cibroker_jwks_age_seconds gauge\n");
+	for (size_t i = 0; i < issuers_count(s->issuers); i++) {
+		struct issuer_stats is;
+		struct broker_issuer *iss = issuers_at(s->issuers, i);
+
+		issuer_get_stats(iss, &is);
+		fputs("cibroker_jwks_age_seconds{issuer=\"", f);
+		put_label(f, issuer_config(iss)->name);
+		fprintf(f, "\"} %lld\n", is.keys_fetched_at ? (long long)(now - is.keys_fetched_at) : -1LL);
+	}
+	fprintf(f, "# HELP cibroker_policies Loaded policies.\n# TYPE cibroker_policies gauge\n");
+	fprintf(f, "cibroker_policies %zu\n", policy_set_count(s->policies));
+	fprintf(f, "# HELP cibroker_signing_keys Published signing keys.\n# TYPE cibroker_signing_keys gauge\n");
+	fprintf(f, "cibroker_signing_keys %zu\n", signing_keys_count(s->keys));
+	fprintf(f, "# HELP cibroker_uptime_seconds Seconds since start.\n# TYPE cibroker_uptime_seconds gauge\n");
+	fprintf(f, "cibroker_uptime_seconds %lld\n", (long long)(now - st->started_at));
+	fclose(f);
+	snapshot_unref(s);
+	return buf;
+}

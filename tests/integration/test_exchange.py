@@ -1,0 +1,324 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The real cibroker binary over HTTP: every row of DESIGN.md's status table,
+the minted token checked by an independent JOSE implementation (PyJWT) against
+the broker's own JWKS, discovery, probes, concurrency and slow clients."""
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import time
+import unittest
+
+import jwt
+import requests
+
+from harness import (BIN, GRANT, JWT_TYPE, Broker, Issuer, github_issuer_config, jwt_policy, main)
+
+
+class ExchangeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.issuer = Issuer().start()
+        policies = [
+            jwt_policy(claims={"scope": "deploy:web", "repo": "${repository}"},
+                       subject="repo:${repository}:env:${environment}", deny={"actor": ["dependabot[bot]"]}),
+            jwt_policy(name="needs-env", allow={"repository": "acme/web", "repository_id": "89221572",
+                                                "environment": {"regex": "^prod(-eu|-us)?$"}}),
+            jwt_policy(name="tmpl-missing", subject="${no_such_claim}"),
+            {"name": "aws-web", "issuer": "github",
+             "allow": {"repository": "acme/web", "repository_id": "89221572"},
+             "credential": {"type": "aws", "role_arn": "arn:aws:iam::123456789012:role/deploy-web",
+                            "ttl": "15m", "session_name": "gh-${run_id}"}},
+        ]
+        cls.broker = Broker([github_issuer_config(cls.issuer, clock_skew="30s")], policies,
+                            extra={"aws": {"sts_endpoint": "http://127.0.0.1:9/", "region": "us-east-1"}}).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.stop()
+        cls.issuer.stop()
+
+    def ok(self, token=None, audience="web-deploy-prod", **extra):
+        r = self.broker.exchange(token or self.issuer.mint(), audience, **extra)
+        return r
+
+    def assertError(self, r, status, error):
+        self.assertEqual(r.status_code, status, r.text)
+        body = r.json()
+        self.assertEqual(body["error"], error, body)
+        self.assertIn("error_description", body)
+        self.assertTrue(body.get("request_id"), body)
+        self.assertNotIn("access_token", body)
+        return body
+
+    # ---- success and the minted token ----
+    def test_success_minted_token_verifies_independently(self):
+        r = self.ok()
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.headers.get("Cache-Control"), "no-store")
+        body = r.json()
+        self.assertEqual(body["issued_token_type"], JWT_TYPE)
+        self.assertEqual(body["token_type"], "Bearer")
+        self.assertEqual(body["expires_in"], 300)
+        jwks = requests.get(self.broker.url + "/.well-known/jwks.json").json()
+        hdr = jwt.get_unverified_header(body["access_token"])
+        self.assertEqual(hdr["alg"], "ES256")
+        self.assertEqual(hdr["typ"], "JWT")
+        self.assertEqual(hdr["kid"], self.broker.kids[0])
+        key = [k for k in jwks["keys"] if k["kid"] == hdr["kid"]][0]
+        self.assertEqual((key["use"], key["alg"], key["kty"], key["crv"]), ("sig", "ES256", "EC", "P-256"))
+        self.assertNotIn("d", key)
+        pub = jwt.PyJWK(key).key
+        claims = jwt.decode(body["access_token"], pub, algorithms=["ES256"], audience="https://deploy.acme.internal",
+                            issuer=self.broker.public_url)
+        self.assertEqual(claims["sub"], "repo:acme/web:env:production")
+        self.assertEqual(claims["policy"], "web-deploy-prod")
+        self.assertEqual(claims["scope"], "deploy:web")
+        self.assertEqual(claims["repo"], "acme/web")
+        self.assertEqual(claims["exp"] - claims["iat"], 300)
+        self.assertLessEqual(claims["nbf"], claims["iat"])
+        self.assertGreaterEqual(len(claims["jti"]), 22)
+        self.assertEqual(claims["ci"]["iss"], self.issuer.url)
+        self.assertEqual(claims["ci"]["repository"], "acme/web")
+        self.assertEqual(claims["ci"]["ref"], "refs/heads/main")
+        self.assertIn("sha", claims["ci"])
+        self.assertIn("run_id", claims["ci"])
+
+    def test_json_body_accepted(self):
+        r = requests.post(self.broker.url + "/v1/token", json={
+            "grant_type": GRANT, "subject_token": self.issuer.mint(), "subject_token_type": JWT_TYPE,
+            "audience": "web-deploy-prod"})
+        self.assertEqual(r.status_code, 200, r.text)
+
+    def test_id_token_type_and_requested_type(self):
+        r = self.ok(subject_token_type="urn:ietf:params:oauth:token-type:id_token",
+                    requested_token_type=JWT_TYPE)
+        self.assertEqual(r.status_code, 200, r.text)
+
+    def test_jtis_unique(self):
+        jtis = set()
+        for _ in range(20):
+            r = self.ok()
+            self.assertEqual(r.status_code, 200)
+            jtis.add(jwt.decode(r.json()["access_token"], options={"verify_signature": False})["jti"])
+        self.assertEqual(len(jtis), 20)
+
+    # ---- error rows ----
+    def test_missing_parameters(self):
+        for p in ("grant_type", "subject_token", "subject_token_type", "audience"):
+            r = self.ok(**{p: None})
+            self.assertError(r, 400, "invalid_request")
+
+    def test_duplicate_parameter(self):
+        tok = self.issuer.mint()
+        body = (f"grant_type={GRANT}&subject_token={tok}&subject_token_type={JWT_TYPE}"
+                f"&audience=web-deploy-prod&audience=needs-env")
+        r = requests.post(self.broker.url + "/v1/token", data=body,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertError(r, 400, "invalid_request")
+
+    def test_bad_content_type(self):
+        r = requests.post(self.broker.url + "/v1/token", data=b"grant_type=x",
+                          headers={"Content-Type": "text/plain"})
+        self.assertError(r, 400, "invalid_request")
+
+    def test_malformed_json_and_escape(self):
+        r = requests.post(self.broker.url + "/v1/token", data=b'{"grant_type": 1}',
+                          headers={"Content-Type": "application/json"})
+        self.assertError(r, 400, "invalid_request")
+        r = requests.post(self.broker.url + "/v1/token", data=b"grant_type=%zz",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertError(r, 400, "invalid_request")
+
+    def test_wrong_subject_token_type(self):
+        self.assertError(self.ok(subject_token_type="urn:ietf:params:oauth:token-type:saml2"), 400,
+                         "invalid_request")
+
+    def test_unsupported_grant_type(self):
+        self.assertError(self.ok(grant_type="client_credentials"), 400, "unsupported_grant_type")
+
+    def test_requested_type_mismatch(self):
+        self.assertError(self.ok(requested_token_type="urn:cibroker:token-type:aws-credentials"), 400,
+                         "invalid_request")
+
+    def test_invalid_target(self):
+        self.assertError(self.ok(audience="no-such-policy"), 400, "invalid_target")
+
+    def test_invalid_grant_rows(self):
+        iss = self.issuer
+        cases = {
+            "garbage": "not.a.token",
+            "expired": iss.mint(exp_in=-120),
+            "future iat": iss.mint(iat_offset=600, exp_in=900),
+            "stale iat": iss.mint(iat_offset=-3600, exp_in=300),
+            "wrong aud": iss.mint({"aud": "https://other.example"}),
+            "wrong iss": iss.mint({"iss": iss.url + "/"}),
+            "no sub": iss.mint({"sub": None}),
+            "unknown kid": iss.mint(headers={"kid": "nope"}),
+            "alg none": iss.mint(headers={"alg": "none"}),
+            "bad signature": iss.mint()[:-4] + "AAAA",
+            "trailing dot": iss.mint() + ".",
+        }
+        for name, tok in cases.items():
+            with self.subTest(name):
+                self.assertError(self.ok(tok), 400, "invalid_grant")
+
+    def test_policy_denied_says_which_claim_not_value(self):
+        body = self.assertError(self.ok(self.issuer.mint({"ref": "refs/heads/dev"})), 403, "access_denied")
+        self.assertIn("ref", body["error_description"])
+        self.assertNotIn("refs/heads/main", body["error_description"])
+        body = self.assertError(self.ok(self.issuer.mint({"actor": "dependabot[bot]"})), 403, "access_denied")
+        self.assertIn("actor", body["error_description"])
+        self.assertNotIn("dependabot", body["error_description"])
+        self.assertError(self.ok(self.issuer.mint({"environment": "staging"}), audience="needs-env"), 403,
+                         "access_denied")
+
+    def test_template_missing_claim_denies(self):
+        self.assertError(self.ok(audience="tmpl-missing"), 403, "access_denied")
+
+    def test_upstream_down_is_503(self):
+        # aws policy: STS endpoint on a closed port
+        r = self.ok(audience="aws-web")
+        self.assertError(r, 503, "temporarily_unavailable")
+
+    def test_oversize_body_413(self):
+        big = "a" * (17 * 1024)
+        r = self.ok(big)
+        self.assertError(r, 413, "invalid_request")
+
+    def test_oversize_chunked_413(self):
+        def gen():
+            for _ in range(40):
+                yield b"x" * 1024
+        r = requests.post(self.broker.url + "/v1/token", data=gen(),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status_code, 413)
+
+    def test_wrong_method_and_path(self):
+        r = requests.get(self.broker.url + "/v1/token")
+        self.assertError(r, 405, "invalid_request")
+        self.assertIn("POST", r.headers.get("Allow", ""))
+        r = requests.post(self.broker.url + "/healthz")
+        self.assertError(r, 405, "invalid_request")
+        self.assertError(requests.get(self.broker.url + "/nope"), 404, "invalid_request")
+        self.assertError(requests.get(self.broker.url + "/dev/token"), 404, "invalid_request")
+        self.assertError(requests.post(self.broker.url + "/dev/token"), 404, "invalid_request")
+
+    # ---- other endpoints ----
+    def test_discovery_and_probes(self):
+        d = requests.get(self.broker.url + "/.well-known/openid-configuration").json()
+        self.assertEqual(d["issuer"], self.broker.public_url)
+        self.assertEqual(d["jwks_uri"], self.broker.public_url + "/.well-known/jwks.json")
+        self.assertEqual(d["token_endpoint"], self.broker.public_url + "/v1/token")
+        self.assertIn(GRANT, d["grant_types_supported"])
+        self.assertEqual(d["token_endpoint_auth_methods_supported"], ["none"])
+        self.assertIn("ES256", d["id_token_signing_alg_values_supported"])
+        self.assertEqual(requests.get(self.broker.url + "/healthz").status_code, 200)
+        r = requests.get(self.broker.url + "/readyz")
+        self.assertEqual(r.status_code, 200, r.text)
+        m = requests.get(self.broker.url + "/metrics").text
+        self.assertIn("cibroker_exchanges_total{", m)
+        self.assertIn("cibroker_exchange_duration_seconds_bucket", m)
+        self.assertIn('cibroker_jwks_refreshes_total{issuer="github",result="ok"}', m)
+
+    def test_audit_records_every_decision_without_secrets(self):
+        tok = self.issuer.mint()
+        r = self.ok(tok)
+        self.assertEqual(r.status_code, 200)
+        access = r.json()["access_token"]
+        denied = self.ok(self.issuer.mint({"ref": "refs/heads/dev"}))
+        self.assertEqual(denied.status_code, 403)
+        recs = self.broker.audit_records()
+        with open(self.broker.audit_path) as f:
+            raw = f.read()
+        self.assertNotIn(tok, raw)
+        self.assertNotIn(tok.split(".")[2], raw)
+        self.assertNotIn(access, raw)
+        self.assertNotIn(access.split(".")[2], raw)
+        allow = [x for x in recs if x["request_id"] == r.json().get("request_id") or (
+            x["decision"] == "allow" and x["credential"] and x["credential"]["id"] ==
+            jwt.decode(access, options={"verify_signature": False})["jti"])]
+        self.assertEqual(len(allow), 1)
+        a = allow[0]
+        for field in ("ts", "request_id", "remote", "decision", "error", "reason", "audience", "policy", "issuer",
+                      "sub", "token_jti", "claims", "credential", "latency_us", "prev"):
+            self.assertIn(field, a)
+        self.assertEqual(a["credential"]["type"], "jwt")
+        self.assertEqual(a["remote"], "127.0.0.1")
+        d = [x for x in recs if x["request_id"] == denied.json()["request_id"]][0]
+        self.assertEqual(d["decision"], "deny")
+        self.assertEqual(d["error"], "access_denied")
+        self.assertIn("ref", d["reason"])
+        out = subprocess.run([BIN, "audit", "verify", self.broker.audit_path], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
+    # ---- load ----
+    def test_concurrent_exchanges(self):
+        tokens = [self.issuer.mint() for _ in range(300)]
+
+        def one(t):
+            r = self.broker.exchange(t, "web-deploy-prod")
+            return r.status_code, r.json()
+
+        with concurrent.futures.ThreadPoolExecutor(32) as ex:
+            results = list(ex.map(one, tokens))
+        self.assertEqual([s for s, _ in results].count(200), 300)
+        jtis = {jwt.decode(b["access_token"], options={"verify_signature": False})["jti"] for _, b in results}
+        self.assertEqual(len(jtis), 300)
+
+    def test_slow_clients_do_not_starve_others(self):
+        socks = []
+        try:
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", self.broker.port))
+                s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                          b"Content-Length: 1000\r\n\r\ngrant_type=")
+                socks.append(s)
+            r = self.ok()
+            self.assertEqual(r.status_code, 200)
+        finally:
+            for s in socks:
+                s.close()
+
+
+class DevModeTest(unittest.TestCase):
+    def test_dev_walkthrough(self):
+        from harness import free_port
+        port = free_port()
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        p = subprocess.Popen([BIN, "dev", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=repo)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                try:
+                    if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)
+            tok = requests.post(url + "/dev/token").text
+            r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
+                                                       "subject_token_type": JWT_TYPE, "audience": "web-deploy-prod"})
+            self.assertEqual(r.status_code, 200, r.text)
+            tok = requests.post(url + "/dev/token", json={"ref": "refs/heads/feature"}).text
+            r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
+                                                       "subject_token_type": JWT_TYPE, "audience": "web-deploy-prod"})
+            self.assertEqual(r.status_code, 403, r.text)
+        finally:
+            p.terminate()
+            out, err = p.communicate(timeout=20)
+        self.assertIn("HTTP 200", err)
+        self.assertIn("/v1/token", err)
+        self.assertIn('"decision":"allow"', out)  # audit on stdout
+        self.assertEqual(p.returncode, 0, err)
+
+    def test_serve_has_no_dev_issuer_option(self):
+        out = subprocess.run([BIN, "serve", "--dev"], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 2)
+
+
+if __name__ == "__main__":
+    main()
