@@ -121,9 +121,9 @@ static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM_BLD *bld)
 	if (!ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
 	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
 		goto out;
-	/* EC: point on the curve, not infinity, right order. RSA: SP 800-56B
-	 * public checks (odd n, e odd and >= 65537, n not prime, no small
-	 * factors). Done once per JWKS, so the cost does not matter. */
+	/* EC: point on the curve, not infinity, right order. RSA: OpenSSL's
+	 * public checks (odd n, sane e, no small factors). Done once per
+	 * JWKS, so the cost does not matter. */
 	check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
 	if (!check || EVP_PKEY_public_check(check) != 1)
 		goto out;
@@ -154,6 +154,11 @@ static EVP_PKEY *jwk_rsa_key(const json_t *jwk)
 	if (!bn_n || !bn_e || !bld)
 		goto out;
 	if (BN_num_bits(bn_n) > RSA_MAX_BITS)
+		goto out;
+	/* SP 800-56B: e odd and >= 65537. A small e is only safe with a
+	 * perfect padding check (Bleichenbacher's e=3 forgery); no issuer
+	 * needs one, so none is accepted. */
+	if (!BN_is_odd(bn_e) || BN_num_bits(bn_e) < 17)
 		goto out;
 	if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
 	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e))
