@@ -714,33 +714,42 @@ static bool is_float(const char *s)
 	return *s == '\0';
 }
 
+enum doc_scalar_type doc_scalar_type(const struct doc_node *n)
+{
+	if (!n || n->kind != DOC_SCALAR)
+		return DOC_TYPE_NOT_SCALAR;
+	if (n->quoted || strlen(n->str) != n->len)
+		return DOC_TYPE_STRING;
+	if (is_one_of(n, null_words, BROKER_ARRAY_SIZE(null_words)))
+		return DOC_TYPE_NULL;
+	if (is_one_of(n, true_words, BROKER_ARRAY_SIZE(true_words)) ||
+	    is_one_of(n, false_words, BROKER_ARRAY_SIZE(false_words)))
+		return DOC_TYPE_BOOL;
+	if (is_int(n->str)) {
+		errno = 0;
+		(void)strtoll(n->str, NULL, 10);
+		/* too big for an integer: keep the digits rather than round them */
+		return errno == 0 ? DOC_TYPE_INT : DOC_TYPE_STRING;
+	}
+	if (is_float(n->str) && isfinite(strtod(n->str, NULL)))
+		return DOC_TYPE_FLOAT;
+	return DOC_TYPE_STRING;
+}
+
 static json_t *scalar_to_json(const struct doc_node *n)
 {
-	if (n->quoted || strlen(n->str) != n->len)
-		return json_stringn(n->str, n->len);
-	if (is_one_of(n, null_words, BROKER_ARRAY_SIZE(null_words)))
+	switch (doc_scalar_type(n)) {
+	case DOC_TYPE_NULL:
 		return json_null();
-	if (is_one_of(n, true_words, BROKER_ARRAY_SIZE(true_words)))
-		return json_true();
-	if (is_one_of(n, false_words, BROKER_ARRAY_SIZE(false_words)))
-		return json_false();
-	if (is_int(n->str)) {
-		long long v;
-
-		errno = 0;
-		v = strtoll(n->str, NULL, 10);
-		if (errno == 0)
-			return json_integer(v);
-		/* too big for an integer: keep the digits rather than round them */
+	case DOC_TYPE_BOOL:
+		return is_one_of(n, true_words, BROKER_ARRAY_SIZE(true_words)) ? json_true() : json_false();
+	case DOC_TYPE_INT:
+		return json_integer(strtoll(n->str, NULL, 10));
+	case DOC_TYPE_FLOAT:
+		return json_real(strtod(n->str, NULL));
+	default:
 		return json_stringn(n->str, n->len);
 	}
-	if (is_float(n->str)) {
-		double v = strtod(n->str, NULL);
-
-		if (isfinite(v))
-			return json_real(v);
-	}
-	return json_stringn(n->str, n->len);
 }
 
 json_t *doc_to_json(const struct doc_node *n)

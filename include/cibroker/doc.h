@@ -20,7 +20,7 @@ enum doc_kind { DOC_SCALAR, DOC_SEQ, DOC_MAP };
 struct doc_node {
 	enum doc_kind kind;
 	int line, col;          /* 1-based */
-	bool quoted;            /* scalar was quoted ("..." or '...') */
+	bool quoted;            /* scalar was quoted ("..." or '...') or a block scalar (| or >) */
 	char *str;              /* scalar bytes, NUL-terminated */
 	size_t len;             /* scalar length (may contain NUL) */
 	size_t n;               /* number of items (seq) or pairs (map) */
@@ -46,6 +46,17 @@ void doc_file_free(struct doc_file *f);
 struct doc_node *doc_map_get(const struct doc_node *map, const char *key);
 /* Plain (unquoted) scalar that YAML would read as null: "", "~", "null". */
 bool doc_is_null(const struct doc_node *n);
+/* What a scalar means, by the same rules as doc_to_json (YAML 1.2 core
+ * schema; quoted and block scalars are always strings). */
+enum doc_scalar_type {
+	DOC_TYPE_NULL,
+	DOC_TYPE_BOOL,
+	DOC_TYPE_INT,
+	DOC_TYPE_FLOAT,
+	DOC_TYPE_STRING,
+	DOC_TYPE_NOT_SCALAR,
+};
+enum doc_scalar_type doc_scalar_type(const struct doc_node *n);
 /* Scalar to JSON: quoted -> string; plain null/true/false/int/float -> that type; else string.
  * Sequences and maps convert recursively. */
 json_t *doc_to_json(const struct doc_node *n);
