@@ -24,11 +24,16 @@ struct broker_server {
 	uint16_t port;
 };
 
+#define DRAIN_MAX (1024 * 1024)
+
 struct request {
 	int64_t started_us;
 	char *body;
 	size_t len, cap, max;
+	size_t discarded;
 	bool too_big;
+	bool answered;
+	bool ignore_body;
 	bool is_exchange;
 };
 
@@ -201,11 +206,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->max = current_max_body(srv->st);
 		r->is_exchange = strcmp(url, "/v1/token") == 0 && strcmp(method, "POST") == 0;
 		if (!r->is_exchange && !(srv->dev && strncmp(url, "/dev/", 5) == 0))
-			r->max = 0; /* no other route takes a body */
+			r->ignore_body = true; /* no other route takes a body */
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && r->is_exchange && strtoull(cl, NULL, 10) > r->max) {
 			/* Answer before reading a byte of it; MHD closes the connection. */
 			r->too_big = true;
+			r->answered = true;
 			return serve_exchange(srv, c, r);
 		}
 		return MHD_YES;
@@ -217,17 +223,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (srv->request_deadline &&
 		    broker_mono_us() - r->started_us > (int64_t)srv->request_deadline * 1000000)
 			return MHD_NO; /* absolute deadline: a trickling client is cut off */
-		if (r->too_big)
-			return MHD_YES;
-		if (n > r->max - r->len || r->len + n > r->max) {
+		if (r->ignore_body) {
+			/* Routes other than /v1/token take no body: drain (bounded) and ignore it. */
+			r->discarded += n;
+			return r->discarded > DRAIN_MAX ? MHD_NO : MHD_YES;
+		}
+		if (r->too_big) {
+			/* libmicrohttpd 0.9.75 cannot answer mid-body: drain a bounded
+			 * amount, then answer 413 at the end; past that, hang up. */
+			r->discarded += n;
+			return r->discarded > DRAIN_MAX ? MHD_NO : MHD_YES;
+		}
+		if (n > r->max - r->len) {
 			r->too_big = true;
+			r->discarded = n;
 			if (r->body)
 				broker_wipe_free(r->body, r->cap);
 			r->body = NULL;
 			r->len = r->cap = 0;
-			if (r->is_exchange)
-				return serve_exchange(srv, c, r);
-			return reply_error(c, 413, "invalid_request", "request body too large", NULL);
+			return MHD_YES;
 		}
 		if (r->len + n + 1 > r->cap) {
 			size_t cap = r->max + 1;
@@ -247,8 +261,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->body[r->len] = '\0';
 		return MHD_YES;
 	}
-	if (r->too_big)
-		return MHD_YES; /* answer already queued */
+	if (r->too_big && r->answered)
+		return MHD_YES; /* answered before the body was read */
+	if (r->too_big) {
+		if (r->is_exchange)
+			return serve_exchange(srv, c, r);
+		return reply_error(c, 413, "invalid_request", "request body too large", NULL);
+	}
 	return route(srv, c, url, method, r);
 }
 
