@@ -1,2 +1,820 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Not yet written: placeholder so the build graph is complete. */
+/* Tamper-evident audit log (DESIGN.md "Audit log", docs/audit.md).
+ *
+ * Every record is a JSON line whose last field, "prev", is the SHA-256 of the
+ * previous line. audit_write() is called by many HTTP threads at once and must
+ * not return before its line is on disk (with sync always: durable), so
+ * writers are grouped: each one formats its record without the chain link,
+ * queues the body in the open batch and waits. Whoever finds no flush in
+ * progress becomes the flusher: it takes the whole batch, links the chain,
+ * write()s it in one go and fdatasync()s it, all outside the lock so that the
+ * next batch fills meanwhile, then wakes the batch's writers. One fdatasync is
+ * thus shared by everyone who queued during the previous one.
+ *
+ * The chain head (hash of the last line on disk) belongs to the flusher role,
+ * never to the batch: a failed batch leaves the head describing what is
+ * actually in the file (the partial write is cut off again where possible),
+ * so the next batch links to the real last line and the file stays
+ * verifiable. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "cibroker/audit.h"
+#include "cibroker/util.h"
+
+#define AUDIT_MAX_STRING 2048           /* per string field of a record */
+#define AUDIT_MAX_LINE (64 * 1024)      /* a record we write, chain link included */
+#define AUDIT_MAX_READ_LINE (1024 * 1024) /* longest line we read back or verify */
+#define AUDIT_MIN_FREE (64 * 1024)      /* audit_probe: free space that counts as usable */
+#define AUDIT_JSON_DEPTH 64
+#define AUDIT_LINK_LEN (sizeof("\"prev\":\"\"}") - 1 + 64)
+
+struct audit_batch {
+	char *buf;    /* record bodies "{...," each followed by '\n' */
+	size_t len, cap, nrec;
+	unsigned refs; /* writers waiting on it; the last one frees it */
+	bool done;
+	enum broker_err err;
+};
+
+/* The file and its chain head; only the holder of the flusher role touches it. */
+struct audit_sink {
+	int fd;
+	bool is_stdout, is_regular;
+	bool need_newline; /* the file ends in a fragment: terminate it first */
+	char head[65];     /* hash of the last line in the file */
+};
+
+struct broker_audit {
+	char *path;
+	bool sync_always;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool flushing;            /* someone holds the flusher role */
+	struct audit_batch *cur;  /* the batch now filling, or NULL */
+	struct audit_sink sink;
+	bool healthy;             /* __atomic */
+	struct audit_stats stats; /* __atomic */
+};
+
+static void hash_zero(char head[65])
+{
+	memset(head, '0', 64);
+	head[64] = '\0';
+}
+
+static void stat_add(uint64_t *counter, uint64_t n)
+{
+	__atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
+}
+
+/* ---- opening: continue the chain of what is in the file ---- */
+
+static enum broker_err pread_full(int fd, char *buf, size_t n, off_t off)
+{
+	while (n > 0) {
+		ssize_t r = pread(fd, buf, n, off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return BROKER_ERR_IO;
+		buf += r;
+		n -= (size_t)r;
+		off += r;
+	}
+	return BROKER_OK;
+}
+
+/* Hash of the file's last line, read backwards in growing chunks so that a
+ * large log is never read whole. *ret_torn: the file does not end in '\n'. */
+static enum broker_err read_tail(const char *path, const struct stat *wst, char ret_head[65], bool *ret_torn)
+{
+	char *buf = NULL, *line, *nl;
+	size_t chunk = 4096, n, line_len;
+	struct stat st;
+	off_t end;
+	bool torn;
+	char last;
+	enum broker_err err = BROKER_ERR_IO;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0)
+		return BROKER_ERR_IO;
+	/* The path may have been renamed between the two opens (logrotate). */
+	if (fstat(fd, &st) < 0 || st.st_dev != wst->st_dev || st.st_ino != wst->st_ino)
+		goto out;
+	if (st.st_size == 0) {
+		hash_zero(ret_head);
+		*ret_torn = false;
+		err = BROKER_OK;
+		goto out;
+	}
+	if (pread_full(fd, &last, 1, st.st_size - 1) != BROKER_OK)
+		goto out;
+	torn = last != '\n';
+	end = torn ? st.st_size : st.st_size - 1; /* the last line is [start, end) */
+	for (;;) {
+		char *nbuf;
+
+		n = (off_t)chunk < end ? chunk : (size_t)end;
+		nbuf = realloc(buf, n ? n : 1);
+		if (!nbuf) {
+			err = BROKER_ERR_NOMEM;
+			goto out;
+		}
+		buf = nbuf;
+		if (pread_full(fd, buf, n, end - (off_t)n) != BROKER_OK)
+			goto out;
+		nl = n ? memrchr(buf, '\n', n) : NULL;
+		if (nl || (off_t)n == end)
+			break;
+		if (chunk > AUDIT_MAX_READ_LINE) {
+			err = BROKER_ERR_TOOBIG;
+			goto out;
+		}
+		chunk *= 4;
+	}
+	line = nl ? nl + 1 : buf;
+	line_len = (size_t)(buf + n - line);
+	broker_sha256_hex(line, line_len, ret_head);
+	*ret_torn = torn;
+	err = BROKER_OK;
+out:
+	free(buf);
+	close(fd);
+	return err;
+}
+
+/* A new file's directory entry must be durable too, or a crash could lose
+ * the whole file along with records already acknowledged. */
+static enum broker_err sync_parent_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	enum broker_err err = BROKER_ERR_IO;
+	int fd;
+
+	if (!dir)
+		return BROKER_ERR_NOMEM;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) == 0 || errno == EINVAL)
+			err = BROKER_OK;
+		close(fd);
+	}
+	free(dir);
+	return err;
+}
+
+static enum broker_err sink_open(const char *path, bool sync_always, struct audit_sink *ret, bool *ret_torn)
+{
+	struct audit_sink s = {.fd = -1};
+	bool torn = false;
+	struct stat st;
+	enum broker_err err = BROKER_ERR_IO;
+
+	hash_zero(s.head);
+	if (strcmp(path, "-") == 0) {
+		/* A stream has no readable past: its chain starts at zeros. */
+		s.fd = STDOUT_FILENO;
+		s.is_stdout = true;
+		s.is_regular = fstat(s.fd, &st) == 0 && S_ISREG(st.st_mode);
+		*ret = s;
+		*ret_torn = false;
+		return BROKER_OK;
+	}
+	s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+	if (s.fd < 0)
+		return BROKER_ERR_IO;
+	if (fstat(s.fd, &st) < 0)
+		goto out;
+	s.is_regular = S_ISREG(st.st_mode);
+	/* Empty: probably just created (O_EXCL would not follow a symlink). */
+	if (s.is_regular && st.st_size == 0 && sync_always) {
+		err = sync_parent_dir(path);
+		if (err != BROKER_OK)
+			goto out;
+	}
+	if (s.is_regular && st.st_size > 0) {
+		err = read_tail(path, &st, s.head, &torn);
+		if (err != BROKER_OK)
+			goto out;
+		s.need_newline = torn;
+	}
+	*ret = s;
+	*ret_torn = torn;
+	s.fd = -1;
+	err = BROKER_OK;
+out:
+	if (s.fd >= 0)
+		close(s.fd);
+	return err;
+}
+
+static void sink_close(struct audit_sink *s)
+{
+	if (s->fd >= 0 && !s->is_stdout)
+		close(s->fd);
+	s->fd = -1;
+}
+
+enum broker_err audit_open(const char *path, bool sync_always, struct broker_audit **ret)
+{
+	struct broker_audit *a;
+	bool torn = false;
+	enum broker_err err;
+
+	if (!path || !*path || !ret)
+		return BROKER_ERR_INVALID;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return BROKER_ERR_NOMEM;
+	a->sink.fd = -1;
+	a->path = strdup(path);
+	if (!a->path) {
+		free(a);
+		return BROKER_ERR_NOMEM;
+	}
+	err = sink_open(path, sync_always, &a->sink, &torn);
+	if (err != BROKER_OK) {
+		free(a->path);
+		free(a);
+		return err;
+	}
+	a->sync_always = sync_always;
+	a->healthy = true;
+	a->stats.torn_recovered = torn;
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->cv, NULL);
+	*ret = a;
+	return BROKER_OK;
+}
+
+/* The flusher role serialises everything that touches the sink. */
+static void role_take(struct broker_audit *a)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->flushing)
+		pthread_cond_wait(&a->cv, &a->mu);
+	a->flushing = true;
+	pthread_mutex_unlock(&a->mu);
+}
+
+static void role_release(struct broker_audit *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->flushing = false;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+void audit_close(struct broker_audit *a)
+{
+	if (!a)
+		return;
+	role_take(a);
+	/* Every queued record has a writer that flushes it before returning, so
+	 * a batch left here has nobody waiting on it. */
+	if (a->cur && a->cur->refs == 0) {
+		free(a->cur->buf);
+		free(a->cur);
+	}
+	sink_close(&a->sink);
+	pthread_mutex_destroy(&a->mu);
+	pthread_cond_destroy(&a->cv);
+	free(a->path);
+	free(a);
+}
+
+enum broker_err audit_reopen(struct broker_audit *a)
+{
+	struct audit_sink fresh;
+	bool torn = false;
+	enum broker_err err = BROKER_OK;
+
+	if (!a)
+		return BROKER_ERR_INVALID;
+	role_take(a);
+	if (!a->sink.is_stdout) {
+		err = sink_open(a->path, a->sync_always, &fresh, &torn);
+		if (err == BROKER_OK) {
+			sink_close(&a->sink);
+			a->sink = fresh;
+			stat_add(&a->stats.torn_recovered, torn);
+		}
+	}
+	role_release(a);
+	return err;
+}
+
+bool audit_healthy(const struct broker_audit *a)
+{
+	return a && __atomic_load_n(&a->healthy, __ATOMIC_ACQUIRE);
+}
+
+enum broker_err audit_probe(struct broker_audit *a)
+{
+	struct statvfs v;
+	bool ok = false;
+
+	if (!a)
+		return BROKER_ERR_INVALID;
+	if (audit_healthy(a))
+		return BROKER_OK;
+	role_take(a);
+	/* Only a regular file can be judged without writing to it; a stream or
+	 * device recovers with the next successful write. */
+	if (a->sink.fd >= 0 && a->sink.is_regular && fstatvfs(a->sink.fd, &v) == 0 &&
+	    (uint64_t)v.f_bavail * v.f_frsize >= AUDIT_MIN_FREE && fdatasync(a->sink.fd) == 0)
+		ok = true;
+	if (ok)
+		__atomic_store_n(&a->healthy, true, __ATOMIC_RELEASE);
+	role_release(a);
+	return ok ? BROKER_OK : BROKER_ERR_AUDIT;
+}
+
+void audit_get_stats(const struct broker_audit *a, struct audit_stats *ret)
+{
+	struct audit_stats s = {0};
+
+	if (a) {
+		s.records = __atomic_load_n(&a->stats.records, __ATOMIC_RELAXED);
+		s.batches = __atomic_load_n(&a->stats.batches, __ATOMIC_RELAXED);
+		s.syncs = __atomic_load_n(&a->stats.syncs, __ATOMIC_RELAXED);
+		s.errors = __atomic_load_n(&a->stats.errors, __ATOMIC_RELAXED);
+		s.torn_recovered = __atomic_load_n(&a->stats.torn_recovered, __ATOMIC_RELAXED);
+	}
+	*ret = s;
+}
+
+/* ---- formatting a record (outside the lock) ---- */
+
+/* Length of the valid UTF-8 sequence at s (jansson's rules: no overlongs,
+ * no surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/* A record must be written even when a field holds junk: invalid bytes
+ * become '?' and an over-long value is cut with "...", so the line stays
+ * valid JSON and bounded. */
+static json_t *safe_string(const char *s)
+{
+	const unsigned char *in = (const unsigned char *)s;
+	size_t n, o = 0;
+	bool cut;
+	char *buf;
+	json_t *v;
+
+	if (!s)
+		return json_null();
+	n = strlen(s);
+	cut = n > AUDIT_MAX_STRING; /* output bytes = input bytes until cut */
+	buf = malloc((cut ? AUDIT_MAX_STRING : n) + 1);
+	if (!buf)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_seq_len(in + i, n - i);
+
+		if (cut && o + (l ? l : 1) > AUDIT_MAX_STRING - 3) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (l) {
+			memcpy(buf + o, in + i, l);
+			o += l;
+			i += l;
+		} else {
+			buf[o++] = '?';
+			i++;
+		}
+	}
+	v = json_stringn(buf, o);
+	free(buf);
+	return v;
+}
+
+/* The record as compact JSON without its chain link: "{...," (the final '}'
+ * turned into ','), so the flusher only appends "prev":"<hex>"}. Key order
+ * is insertion order (jansson >= 2.8). */
+static enum broker_err record_body(const struct audit_record *rec, bool drop_claims, char **ret, size_t *ret_len)
+{
+	char ts[32];
+	json_t *o = NULL, *claims = NULL;
+	char *dump = NULL;
+	size_t len;
+	int bad = 0;
+	enum broker_err err = BROKER_ERR_NOMEM;
+
+	if ((rec->claims && !json_is_object(rec->claims)) || (rec->credential && !json_is_object(rec->credential)))
+		return BROKER_ERR_INVALID;
+	broker_fmt_time_ms(rec->ts_us ? rec->ts_us : broker_now_us(), ts, sizeof(ts));
+	if (drop_claims)
+		claims = json_pack("{s:b}", "truncated", 1);
+	else
+		claims = rec->claims ? json_incref((json_t *)rec->claims) : json_null();
+	o = json_object();
+	if (!o || !claims)
+		goto out;
+	bad |= json_object_set_new(o, "ts", json_string(ts));
+	bad |= json_object_set_new(o, "request_id", safe_string(rec->request_id));
+	bad |= json_object_set_new(o, "remote", safe_string(rec->remote));
+	bad |= json_object_set_new(o, "decision", json_string(rec->allow ? "allow" : "deny"));
+	bad |= json_object_set_new(o, "error", safe_string(rec->error));
+	bad |= json_object_set_new(o, "reason", safe_string(rec->reason));
+	bad |= json_object_set_new(o, "audience", safe_string(rec->audience));
+	bad |= json_object_set_new(o, "policy", safe_string(rec->policy));
+	bad |= json_object_set_new(o, "issuer", safe_string(rec->issuer));
+	bad |= json_object_set_new(o, "sub", safe_string(rec->sub));
+	bad |= json_object_set_new(o, "token_jti", safe_string(rec->token_jti));
+	bad |= json_object_set(o, "claims", claims);
+	bad |= json_object_set_new(o, "credential",
+				   rec->credential ? json_incref((json_t *)rec->credential) : json_null());
+	bad |= json_object_set_new(o, "latency_us", json_integer(rec->latency_us));
+	if (bad)
+		goto out;
+	/* Compact output has no newline: control characters in strings are
+	 * escaped, so one record is always exactly one line. */
+	dump = json_dumps(o, JSON_COMPACT);
+	if (!dump)
+		goto out;
+	len = strlen(dump);
+	if (len + AUDIT_LINK_LEN > AUDIT_MAX_LINE) {
+		err = BROKER_ERR_TOOBIG;
+		goto out;
+	}
+	dump[len - 1] = ',';
+	*ret = dump;
+	*ret_len = len;
+	dump = NULL;
+	err = BROKER_OK;
+out:
+	free(dump);
+	json_decref(claims);
+	json_decref(o);
+	return err;
+}
+
+/* ---- writing a batch (flusher role, no lock held) ---- */
+
+static int write_all(int fd, const char *buf, size_t len, size_t *ret_written)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = write(fd, buf + done, len - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			*ret_written = done;
+			return -1;
+		}
+		done += (size_t)r;
+	}
+	*ret_written = done;
+	return 0;
+}
+
+/* After a failed write that could not be undone, make the head describe the
+ * first `written` bytes of out, which did reach the file: the last complete
+ * line, or a trailing fragment that the next write terminates. */
+static void sink_account_partial(struct audit_sink *s, const char *out, size_t written, bool lead_nl)
+{
+	const char *p = out, *end = out + written, *nl;
+
+	if (written == 0)
+		return;
+	if (lead_nl) {
+		p++;
+		s->need_newline = false;
+	}
+	while ((nl = memchr(p, '\n', (size_t)(end - p)))) {
+		broker_sha256_hex(p, (size_t)(nl - p), s->head);
+		p = nl + 1;
+	}
+	if (p < end) {
+		broker_sha256_hex(p, (size_t)(end - p), s->head);
+		s->need_newline = true;
+	}
+}
+
+static enum broker_err sink_write_batch(struct broker_audit *a, struct audit_batch *b)
+{
+	struct audit_sink *s = &a->sink;
+	char head[65], *out;
+	const char *p = b->buf, *bend = b->buf + b->len;
+	size_t n = 0, written = 0;
+	bool lead_nl = s->need_newline, ok;
+	off_t before = -1;
+	struct stat st;
+
+	if (s->fd < 0)
+		return BROKER_ERR_AUDIT;
+	out = malloc(b->len + b->nrec * AUDIT_LINK_LEN + 2);
+	if (!out)
+		return BROKER_ERR_NOMEM;
+	memcpy(head, s->head, sizeof(head));
+	if (lead_nl)
+		out[n++] = '\n';
+	while (p < bend) {
+		const char *nl = memchr(p, '\n', (size_t)(bend - p));
+		size_t start = n, blen = (size_t)(nl - p);
+
+		memcpy(out + n, p, blen);
+		n += blen;
+		memcpy(out + n, "\"prev\":\"", 8);
+		memcpy(out + n + 8, head, 64);
+		memcpy(out + n + 72, "\"}", 2);
+		n += AUDIT_LINK_LEN;
+		broker_sha256_hex(out + start, n - start, head);
+		out[n++] = '\n';
+		p = nl + 1;
+	}
+	if (s->is_regular && fstat(s->fd, &st) == 0)
+		before = st.st_size;
+	ok = write_all(s->fd, out, n, &written) == 0;
+	if (ok && a->sync_always) {
+		stat_add(&a->stats.syncs, 1);
+		/* A pipe or terminal cannot be synced; that is not a failure. */
+		if (fdatasync(s->fd) < 0 && (s->is_regular || (errno != EINVAL && errno != ENOTSUP)))
+			ok = false;
+	}
+	if (ok) {
+		memcpy(s->head, head, sizeof(head));
+		s->need_newline = false;
+		stat_add(&a->stats.records, b->nrec);
+		stat_add(&a->stats.batches, 1);
+		__atomic_store_n(&a->healthy, true, __ATOMIC_RELEASE);
+	} else {
+		/* None of the batch was acknowledged: cut it off again so the file
+		 * ends at the last line the head describes. If that is impossible,
+		 * describe what is there instead. */
+		if (written > 0 && !(before >= 0 && ftruncate(s->fd, before) == 0))
+			sink_account_partial(s, out, written, lead_nl);
+		stat_add(&a->stats.errors, 1);
+		__atomic_store_n(&a->healthy, false, __ATOMIC_RELEASE);
+	}
+	free(out);
+	return ok ? BROKER_OK : BROKER_ERR_AUDIT;
+}
+
+static enum broker_err batch_append(struct audit_batch *b, const char *body, size_t len)
+{
+	if (b->len + len + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *nbuf;
+
+		while (cap < b->len + len + 1)
+			cap *= 2;
+		nbuf = realloc(b->buf, cap);
+		if (!nbuf)
+			return BROKER_ERR_NOMEM;
+		b->buf = nbuf;
+		b->cap = cap;
+	}
+	memcpy(b->buf + b->len, body, len);
+	b->len += len;
+	b->buf[b->len++] = '\n';
+	b->nrec++;
+	return BROKER_OK;
+}
+
+/* Called with the lock held and no flush in progress: take the open batch
+ * and write it with the lock released. */
+static void flush_locked(struct broker_audit *a)
+{
+	struct audit_batch *b = a->cur;
+	enum broker_err err;
+
+	a->cur = NULL;
+	a->flushing = true;
+	pthread_mutex_unlock(&a->mu);
+	err = sink_write_batch(a, b);
+	pthread_mutex_lock(&a->mu);
+	b->err = err;
+	b->done = true;
+	a->flushing = false;
+	pthread_cond_broadcast(&a->cv);
+}
+
+enum broker_err audit_write(struct broker_audit *a, const struct audit_record *rec)
+{
+	struct audit_batch *b;
+	char *body = NULL;
+	size_t len = 0;
+	enum broker_err err;
+
+	if (!a || !rec)
+		return BROKER_ERR_INVALID;
+	err = record_body(rec, false, &body, &len);
+	if (err == BROKER_ERR_TOOBIG)
+		err = record_body(rec, true, &body, &len);
+	if (err != BROKER_OK)
+		return err;
+	pthread_mutex_lock(&a->mu);
+	if (!a->cur)
+		a->cur = calloc(1, sizeof(*a->cur));
+	if (!a->cur || batch_append(a->cur, body, len) != BROKER_OK) {
+		pthread_mutex_unlock(&a->mu);
+		free(body);
+		return BROKER_ERR_NOMEM;
+	}
+	b = a->cur;
+	b->refs++;
+	/* Our batch is either being written by someone (wait) or still the open
+	 * one with nobody writing: then we write it, with whatever else queued. */
+	while (!b->done) {
+		if (!a->flushing)
+			flush_locked(a);
+		else
+			pthread_cond_wait(&a->cv, &a->mu);
+	}
+	err = b->err;
+	if (--b->refs == 0) {
+		free(b->buf);
+		free(b);
+	}
+	pthread_mutex_unlock(&a->mu);
+	free(body);
+	return err;
+}
+
+/* ---- verifying ---- */
+
+/* One line without its '\n'. 1: a line, 0: end of file, -1: read error,
+ * -2: longer than AUDIT_MAX_READ_LINE. */
+static int read_line(FILE *f, char **buf, size_t *cap, size_t *ret_len)
+{
+	size_t n = 0;
+	int c;
+
+	while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+		if (n >= AUDIT_MAX_READ_LINE)
+			return -2;
+		if (n + 1 > *cap) {
+			size_t ncap = *cap ? *cap * 2 : 4096;
+			char *nbuf = realloc(*buf, ncap);
+
+			if (!nbuf)
+				return -1;
+			*buf = nbuf;
+			*cap = ncap;
+		}
+		(*buf)[n++] = (char)c;
+	}
+	if (c == EOF && ferror(f))
+		return -1;
+	if (c == EOF && n == 0)
+		return 0;
+	*ret_len = n;
+	return 1;
+}
+
+static bool is_hash_hex(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return i == 64;
+}
+
+enum broker_err audit_verify_stream(FILE *f, bool strict, audit_torn_fn *on_torn, void *userdata,
+				    struct audit_verify_report *ret)
+{
+	struct audit_verify_report r = {0};
+	char expect[65], *buf = NULL;
+	size_t cap = 0, len = 0;
+	uint64_t torn_line = 0; /* a non-JSON line waiting for the next to vouch for it */
+	enum broker_err err = BROKER_OK;
+	int rc;
+
+	hash_zero(expect);
+	while ((rc = read_line(f, &buf, &cap, &len)) == 1) {
+		uint64_t n = ++r.lines;
+		json_t *j = broker_json_parse(buf ? buf : "", len, AUDIT_JSON_DEPTH);
+		const char *prev = json_string_value(json_object_get(j, "prev"));
+
+		if (!j) {
+			/* No complete record is ever invalid JSON, so this is a
+			 * record cut short by a crash, or an edit. */
+			if (torn_line || strict) {
+				r.bad_line = torn_line ? torn_line : n;
+				snprintf(r.reason, sizeof(r.reason), "not a JSON record%s",
+					 torn_line ? " and the next line does not chain to it" : " (torn record)");
+				break;
+			}
+			torn_line = n;
+			broker_sha256_hex(buf ? buf : "", len, expect);
+			continue;
+		}
+		if (!prev || !is_hash_hex(prev)) {
+			r.bad_line = torn_line ? torn_line : n;
+			snprintf(r.reason, sizeof(r.reason), "%s",
+				 torn_line ? "not a JSON record and the next line does not chain to it"
+					   : "not an audit record (no 64-hex \"prev\")");
+		} else if (strcmp(prev, expect) != 0) {
+			r.bad_line = torn_line ? torn_line : n;
+			if (torn_line)
+				snprintf(r.reason, sizeof(r.reason),
+					 "not a JSON record and the next line does not chain to it");
+			else if (n == 1)
+				snprintf(r.reason, sizeof(r.reason), "prev of the first line is not 64 zeros");
+			else
+				snprintf(r.reason, sizeof(r.reason),
+					 "prev is not the SHA-256 of line %llu (line %llu or this line was changed, "
+					 "or lines were removed or inserted here)",
+					 (unsigned long long)(n - 1), (unsigned long long)(n - 1));
+		}
+		json_decref(j);
+		if (r.bad_line)
+			break;
+		if (torn_line) {
+			r.torn++;
+			if (on_torn)
+				on_torn(torn_line, userdata);
+			torn_line = 0;
+		}
+		r.records++;
+		broker_sha256_hex(buf, len, expect);
+	}
+	if (rc == -1) {
+		err = BROKER_ERR_IO;
+		goto out;
+	}
+	if (rc == -2) {
+		r.bad_line = r.lines + 1;
+		snprintf(r.reason, sizeof(r.reason), "line longer than %d bytes", AUDIT_MAX_READ_LINE);
+	}
+	/* A fragment at the very end is what a crash mid-write leaves behind.
+	 * Cutting the tail is undetectable by any chain anyway (docs/audit.md). */
+	if (!r.bad_line && torn_line) {
+		r.torn++;
+		if (on_torn)
+			on_torn(torn_line, userdata);
+	}
+	*ret = r;
+out:
+	free(buf);
+	return err;
+}
+
+enum broker_err audit_verify_file(const char *path, uint64_t *ret_bad_line, uint64_t *ret_lines)
+{
+	struct audit_verify_report r;
+	enum broker_err err;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return BROKER_ERR_IO;
+	err = audit_verify_stream(f, false, NULL, NULL, &r);
+	fclose(f);
+	if (err != BROKER_OK)
+		return err;
+	if (ret_lines)
+		*ret_lines = r.lines;
+	if (r.bad_line) {
+		if (ret_bad_line)
+			*ret_bad_line = r.bad_line;
+		return BROKER_ERR_INVALID;
+	}
+	return BROKER_OK;
+}
