@@ -7,7 +7,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-./bootstrap.sh
+# The same steps as the Dockerfile: build dependencies + build, runtime libraries.
+./bootstrap.sh --build build
+./bootstrap.sh --runtime
 export LC_ALL=C.UTF-8
 FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 status=0
@@ -23,8 +25,8 @@ setup() { # dir, options...
 	ninja -C "$dir" >/dev/null
 }
 
-echo "== build (debugoptimized) =="
-setup build
+echo "== build (release, as shipped) =="
+ninja -C build >/dev/null
 echo "== build (ASan + UBSan) =="
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 
