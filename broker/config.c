@@ -552,6 +552,7 @@ static void parse_deny(struct loader *l, const struct key_entry *e, const char *
 
 /* ---- tables ---- */
 
+#define KEY_END {NULL, NULL, 0, false, 0, 0}
 #define CFG(field) offsetof(struct broker_config, field)
 #define ISS(field) offsetof(struct broker_issuer_config, field)
 
@@ -565,12 +566,12 @@ static void parse_aws(struct loader *, const struct key_entry *, const char *, c
 static const struct key_entry tls_keys[] = {
 	{"cert", parse_existing_file, CFG(tls_cert), false, 0, 0},
 	{"key", parse_secret_file, CFG(tls_key), false, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry signing_keys[] = {
 	{"keys", parse_signing_keys, 0, true, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry issuer_keys[] = {
@@ -586,31 +587,31 @@ static const struct key_entry issuer_keys[] = {
 	{"ca_file", parse_existing_file, ISS(ca_file), false, 0, 0},
 	{"single_use", parse_bool, ISS(single_use), false, 0, 0},
 	{"deny", parse_deny, ISS(deny), false, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry audit_keys[] = {
 	{"path", parse_audit_path, CFG(audit_path), false, 0, 0},
 	{"sync", parse_audit_sync, CFG(audit_sync), false, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry limits_keys[] = {
 	{"max_body", parse_size, CFG(max_body), false, 1024, 1 << 20},
 	{"max_ttl", parse_duration, CFG(max_ttl), false, 60, 43200},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry aws_keys[] = {
 	{"sts_endpoint", parse_url, CFG(aws_sts_endpoint), false, 0, 0},
 	{"region", parse_region, CFG(aws_region), true, 0, 0},
 	{"profile", parse_string, CFG(aws_profile), false, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry replay_keys[] = {
 	{"redis", parse_redis_url, CFG(replay_redis), true, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry server_keys[] = {
@@ -619,25 +620,25 @@ static const struct key_entry server_keys[] = {
 	{"per_ip_connections", parse_uint, CFG(per_ip_connections), false, 0, 1000000},
 	{"connection_timeout", parse_duration, CFG(connection_timeout), false, 1, 3600},
 	{"request_deadline", parse_duration, CFG(request_deadline), false, 1, 3600},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry per_ip_keys[] = {
 	{"rate", parse_rate, CFG(rate_per_ip), true, 0, 1000000},
 	{"burst", parse_rate, CFG(burst_per_ip), false, 1, 1000000},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry per_subject_keys[] = {
 	{"rate", parse_rate, CFG(rate_per_subject), true, 0, 1000000},
 	{"burst", parse_rate, CFG(burst_per_subject), false, 1, 1000000},
-	{NULL},
+	KEY_END,
 };
 
 static const struct key_entry rate_limit_keys[] = {
 	{"per_ip", parse_rate_limits, 0, false, 0, 0},
 	{"per_subject", parse_rate_limits, 0, false, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 /* Sections find their own table by dotted name (section_tables below). */
@@ -654,7 +655,7 @@ static const struct key_entry top_keys[] = {
 	{"replay", parse_section, 0, false, 0, 0},
 	{"server", parse_section, 0, false, 0, 0},
 	{"rate_limits", parse_section, 0, false, 0, 0},
-	{NULL},
+	KEY_END,
 };
 
 static const struct {
