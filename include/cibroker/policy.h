@@ -18,16 +18,25 @@ struct broker_policy;
 
 enum broker_cred_type { BROKER_CRED_JWT = 1, BROKER_CRED_AWS = 2 };
 
-/* Loads every *.yaml/*.yml/*.json of cfg->policies_dir and compiles the
+/* Loads every YAML (.yaml, .yml) and JSON (.json) file of cfg->policies_dir and compiles the
  * issuers' deny conditions. All problems go to d (FILE:LINE:COL). */
 enum broker_err policy_set_load(const struct broker_config *cfg, struct diag *d, struct broker_policy_set **ret);
+/* The same from one in-memory file (tests, fuzzing): name is used in
+ * diagnostics, is_json picks the syntax. Issuer deny is compiled as above. */
+enum broker_err policy_set_load_buffer(const struct broker_config *cfg, const char *name, const char *buf, size_t len,
+				       bool is_json, struct diag *d, struct broker_policy_set **ret);
 void policy_set_free(struct broker_policy_set *set);
 size_t policy_set_count(const struct broker_policy_set *set);
 /* O(1) lookup by name (= the exchange's audience); NULL if none. */
 const struct broker_policy *policy_set_find(const struct broker_policy_set *set, const char *name);
+/* i-th policy in load order (files sorted by name); NULL past the end. */
+const struct broker_policy *policy_set_at(const struct broker_policy_set *set, size_t i);
 
 const char *policy_name(const struct broker_policy *p);
 const char *policy_issuer(const struct broker_policy *p);   /* issuer config name */
+const char *policy_description(const struct broker_policy *p); /* NULL if none */
+/* Where the policy's name is written (for tools and messages). */
+void policy_location(const struct broker_policy *p, const char **ret_file, int *ret_line, int *ret_col);
 enum broker_cred_type policy_cred_type(const struct broker_policy *p);
 int64_t policy_ttl(const struct broker_policy *p);          /* already bounded by max_ttl */
 const char *policy_jwt_audience(const struct broker_policy *p); /* jwt only */

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* Internals of the policy module, shared by policy*.c only. The public
+ * surface is include/cibroker/policy.h; nothing here leaves the module. */
+#include <regex.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cibroker/diag.h"
+#include "cibroker/doc.h"
+#include "cibroker/policy.h"
+
+/* Hard limits: a policy repository is reviewed by people, so anything beyond
+ * these is a mistake or an attack on the loader, not a real policy. */
+#define POLICY_FILE_MAX (1024 * 1024)
+#define POLICY_NAME_MAX 128
+#define POLICY_CLAIM_NAME_MAX 128
+#define POLICY_CONDITIONS_MAX 64    /* per allow/deny map */
+#define POLICY_LIST_MAX 256         /* elements of one any-of list */
+#define POLICY_PATTERN_MAX 1024     /* bytes of one pattern as written */
+#define POLICY_TEMPLATE_MAX 1024    /* bytes of one template as written */
+#define POLICY_RENDER_MAX 4096      /* bytes of one rendered template */
+#define POLICY_JWT_CLAIMS_MAX 64
+#define POLICY_AWS_TAGS_MAX 50
+#define POLICY_AWS_TAG_KEY_MAX 128
+#define POLICY_AWS_TAG_VALUE_MAX 256
+#define POLICY_AWS_SESSION_POLICY_MAX 2048
+#define POLICY_AWS_SESSION_NAME_MAX 64
+#define POLICY_AWS_TTL_MIN 900
+#define POLICY_AWS_TTL_MAX 43200
+#define POLICY_DEFAULT_JWT_TTL 300
+#define POLICY_DEFAULT_AWS_TTL 900
+#define POLICY_DEFAULT_SESSION_NAME "cibroker-${jti}"
+
+enum pattern_kind { PATTERN_EXACT, PATTERN_GLOB, PATTERN_REGEX };
+
+/* Glob tokens: 0..255 are literal bytes, these two are the wildcards. */
+#define GLOB_STAR 256
+#define GLOB_QMARK 257
+
+struct pattern {
+	enum pattern_kind kind;
+	char *src;              /* as written, for diagnostics and explain */
+	unsigned char *bytes;   /* exact: the unescaped value */
+	size_t len;
+	uint16_t *tok;          /* glob: compiled tokens */
+	size_t n_tok;
+	regex_t re;             /* regex: "^(" src ")$" */
+	bool re_ok;
+	int line, col;
+};
+
+struct condition {
+	char *claim;
+	struct pattern *pats;
+	size_t n_pats;
+	bool list;              /* written as a list (only changes the wording) */
+	char *want;             /* display of the expected value(s), for audit/explain */
+	const char *file;       /* interned in the set */
+	int line, col;          /* of the claim key */
+};
+
+struct condset {
+	struct condition *v;
+	size_t n;
+};
+
+struct tmpl_seg {
+	bool is_claim;
+	char *text;             /* literal bytes or claim name */
+	size_t len;
+};
+
+struct tmpl {
+	struct tmpl_seg *segs;
+	size_t n;
+	char *src;
+	int line, col;
+};
+
+struct jwt_claim {
+	char *name;
+	struct tmpl *tmpl;      /* string values are templates ... */
+	json_t *value;          /* ... anything else is copied as is */
+};
+
+struct aws_tag {
+	char *key;
+	struct tmpl *tmpl;
+};
+
+struct broker_policy {
+	char *name;
+	char *description;
+	char *issuer;           /* config issuer name */
+	size_t issuer_idx;      /* index into cfg->issuers / set->issuer_deny */
+	const char *file;       /* interned in the set */
+	int line, col;          /* of the name */
+	int allow_line, allow_col;
+	bool broken;            /* had load errors: lints skip it */
+	struct condset allow, deny;
+	enum broker_cred_type type;
+	int64_t ttl;
+	/* jwt */
+	char *audience;
+	struct tmpl *subject;
+	struct jwt_claim *claims;
+	size_t n_claims;
+	/* aws */
+	char *role_arn;
+	struct tmpl *session_name;
+	struct tmpl *source_identity;
+	struct aws_tag *tags;
+	size_t n_tags;
+	char *session_policy;   /* compact JSON text */
+};
+
+struct issuer_deny {
+	char *issuer_name;
+	struct condset deny;
+};
+
+struct broker_policy_set {
+	struct broker_policy **v;
+	size_t n, cap;
+	struct broker_policy **table; /* open addressing, power-of-two size */
+	size_t table_cap;
+	struct issuer_deny *issuers;
+	size_t n_issuers;
+	char **files;           /* interned file names that conditions point at */
+	size_t n_files, cap_files;
+};
+
+/* policy-match.c: patterns and conditions. */
+enum broker_err condset_compile(const struct doc_node *map, const char *file, const char *what, struct diag *d,
+				struct condset *ret);
+void condset_clear(struct condset *cs);
+bool pattern_match(const struct pattern *p, const char *s, size_t len);
+bool pattern_is_match_all(const struct pattern *p);
+bool condition_is_match_all(const struct condition *c);
+/* Does the condition hold for these claims? seen/seen_len receive a display of
+ * the value looked at (may be NULL). */
+bool condition_holds(const struct condition *c, const json_t *claims, char *seen, size_t seen_len);
+/* First condition of cs that does not hold (allow) or holds (deny); NULL if none. */
+const struct condition *condset_first_failing(const struct condset *cs, const json_t *claims, bool deny, char *seen,
+					      size_t seen_len);
+/* Scalar claim -> its comparison text. buf is scratch for numbers/booleans. */
+bool claim_scalar_text(const json_t *v, char *buf, size_t buflen, const char **ret, size_t *ret_len);
+/* Quoted, escaped, truncated display of bytes (for audit reasons). */
+void display_bytes(const char *s, size_t len, char *out, size_t outlen);
+
+/* policy-template.c */
+enum broker_err tmpl_compile(const struct doc_node *n, const char *file, struct diag *d, struct tmpl **ret);
+void tmpl_free(struct tmpl *t);
+size_t tmpl_literal_len(const struct tmpl *t);
+bool tmpl_has_claims(const struct tmpl *t);
+enum broker_err tmpl_render(const struct tmpl *t, const json_t *claims, char **ret, size_t *ret_len,
+			    struct policy_result *why);
+/* Keep [A-Za-z0-9+=,.@-], one '-' per other character, at most max bytes. */
+void aws_sanitise_name(const char *in, size_t len, char *out, size_t max);
+
+/* policy-lint.c: review the loaded policies; errors and warnings to d. */
+void policy_lint(const struct broker_config *cfg, const struct broker_policy_set *set, struct diag *d);
+
+/* policy.c: add to the set; *ret_existing is the earlier policy of the
+ * same name, if any (p is then kept for freeing but not findable). */
+enum broker_err policy_set_add(struct broker_policy_set *set, struct broker_policy *p,
+			       const struct broker_policy **ret_existing);
+
+/* policy-load.c */
+const char *policy_set_intern_file(struct broker_policy_set *set, const char *file);
+void policy_free(struct broker_policy *p);

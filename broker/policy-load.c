@@ -1,0 +1,860 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Loading policy files: every *.yaml, *.yml and *.json of the policies
+ * directory, each one policy or a list of them (YAML: also several `---`
+ * documents). Every key goes through a table of typed handlers, so an
+ * unknown key (a typo that would silently weaken a policy) is an error.
+ * All errors of all files are reported in one run; any error refuses the
+ * whole set. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "cibroker/util.h"
+#include "policy-int.h"
+
+struct load_ctx {
+	const struct broker_config *cfg;
+	struct broker_policy_set *set;
+	struct diag *d;
+	const char *file;
+	struct broker_policy *p;
+	bool seen_type;
+};
+
+typedef enum broker_err (*key_handler)(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val);
+
+struct key_table {
+	const char *key;
+	key_handler fn;
+};
+
+/* ---- small helpers --------------------------------------------------- */
+
+const char *policy_set_intern_file(struct broker_policy_set *set, const char *file)
+{
+	char *copy;
+
+	/* files are loaded one after the other: the last one is the usual hit */
+	if (set->n_files && strcmp(set->files[set->n_files - 1], file) == 0)
+		return set->files[set->n_files - 1];
+	for (size_t i = 0; i < set->n_files; i++)
+		if (strcmp(set->files[i], file) == 0)
+			return set->files[i];
+	if (set->n_files == set->cap_files) {
+		size_t cap = set->cap_files ? set->cap_files * 2 : 16;
+		char **v = realloc(set->files, cap * sizeof(*v));
+
+		if (!v)
+			return NULL;
+		set->files = v;
+		set->cap_files = cap;
+	}
+	if (!(copy = strdup(file)))
+		return NULL;
+	set->files[set->n_files++] = copy;
+	return copy;
+}
+
+/* A non-empty string scalar without NUL bytes, copied to *ret. */
+static enum broker_err get_string(struct load_ctx *ctx, const struct doc_node *n, const char *what, char **ret)
+{
+	char *s;
+
+	if (n->kind != DOC_SCALAR || doc_is_null(n) || n->len == 0) {
+		diag_error(ctx->d, ctx->file, n->line, n->col, "'%s' must be a non-empty string", what);
+		return BROKER_ERR_CONFIG;
+	}
+	if (memchr(n->str, '\0', n->len)) {
+		diag_error(ctx->d, ctx->file, n->line, n->col, "'%s' contains a NUL byte", what);
+		return BROKER_ERR_CONFIG;
+	}
+	if (!(s = strdup(n->str)))
+		return BROKER_ERR_NOMEM;
+	free(*ret);
+	*ret = s;
+	return BROKER_OK;
+}
+
+static enum broker_err dispatch(struct load_ctx *ctx, const struct doc_node *map, const struct key_table *table,
+				size_t n_table, const char *where)
+{
+	enum broker_err r = BROKER_OK;
+
+	for (size_t i = 0; i < map->n; i++) {
+		const struct doc_node *key = map->keys[i];
+		size_t t;
+
+		for (t = 0; t < n_table; t++)
+			if (strcmp(key->str, table[t].key) == 0)
+				break;
+		if (t == n_table) {
+			char known[256];
+			size_t o = 0;
+
+			known[0] = '\0';
+			for (size_t k = 0; k < n_table && o < sizeof(known); k++)
+				o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", k ? ", " : "", table[k].key);
+			diag_error(ctx->d, ctx->file, key->line, key->col, "unknown key '%s' in %s (known: %s)", key->str,
+				   where, known);
+			r = BROKER_ERR_CONFIG;
+			continue;
+		}
+		enum broker_err e = table[t].fn(ctx, key, map->items[i]);
+
+		if (e == BROKER_ERR_NOMEM)
+			return e;
+		if (e != BROKER_OK)
+			r = e;
+	}
+	return r;
+}
+
+/* ---- credential ------------------------------------------------------ */
+
+static enum broker_err h_ignore(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	return BROKER_OK; /* `type`, handled before dispatch */
+}
+
+static enum broker_err h_ttl(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	int64_t ttl;
+	int64_t min = ctx->p->type == BROKER_CRED_AWS ? POLICY_AWS_TTL_MIN : 1;
+
+	if (val->kind != DOC_SCALAR || broker_parse_duration(val->str, &ttl) != BROKER_OK) {
+		diag_error(ctx->d, ctx->file, val->line, val->col,
+			   "ttl must be a duration (seconds, or a number with s, m, h)");
+		return BROKER_ERR_CONFIG;
+	}
+	if (ttl < min) {
+		diag_error(ctx->d, ctx->file, val->line, val->col,
+			   ttl == 0 ? "ttl must be greater than 0"
+				    : "ttl %lld s is below the STS minimum of 900 s",
+			   (long long)ttl);
+		return BROKER_ERR_CONFIG;
+	}
+	if (ttl > ctx->cfg->max_ttl) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "ttl %lld s is above limits.max_ttl (%lld s)",
+			   (long long)ttl, (long long)ctx->cfg->max_ttl);
+		return BROKER_ERR_CONFIG;
+	}
+	if (ctx->p->type == BROKER_CRED_AWS && ttl > POLICY_AWS_TTL_MAX) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "ttl %lld s is above the STS maximum of 43200 s",
+			   (long long)ttl);
+		return BROKER_ERR_CONFIG;
+	}
+	ctx->p->ttl = ttl;
+	return BROKER_OK;
+}
+
+static enum broker_err h_audience(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	return get_string(ctx, val, "audience", &ctx->p->audience);
+}
+
+static enum broker_err h_subject(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	if (val->kind == DOC_SCALAR && val->len == 0) {
+		diag_error(ctx->d, ctx->file, val->line, val->col,
+			   "subject must not be empty (leave it out to keep the CI token's sub)");
+		return BROKER_ERR_CONFIG;
+	}
+	return tmpl_compile(val, ctx->file, ctx->d, &ctx->p->subject);
+}
+
+static const char *const reserved_claims[] = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "policy", "ci"};
+
+static enum broker_err h_claims(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	struct broker_policy *p = ctx->p;
+	enum broker_err r = BROKER_OK;
+
+	if (val->kind != DOC_MAP) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "claims must be a mapping of claim names to values");
+		return BROKER_ERR_CONFIG;
+	}
+	if (val->n > POLICY_JWT_CLAIMS_MAX) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "claims has more than %d entries",
+			   POLICY_JWT_CLAIMS_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	if (!(p->claims = calloc(val->n ? val->n : 1, sizeof(*p->claims))))
+		return BROKER_ERR_NOMEM;
+	for (size_t i = 0; i < val->n; i++) {
+		const struct doc_node *k = val->keys[i], *v = val->items[i];
+		struct jwt_claim *jc = &p->claims[p->n_claims];
+		bool reserved = false;
+		enum broker_err e;
+
+		for (size_t j = 0; j < BROKER_ARRAY_SIZE(reserved_claims); j++)
+			reserved |= strcmp(k->str, reserved_claims[j]) == 0;
+		if (reserved) {
+			diag_error(ctx->d, ctx->file, k->line, k->col,
+				   "claim '%s' is reserved (set by the broker) and cannot be set here", k->str);
+			r = BROKER_ERR_CONFIG;
+			continue;
+		}
+		if (k->len == 0 || k->len > POLICY_CLAIM_NAME_MAX || memchr(k->str, '\0', k->len)) {
+			diag_error(ctx->d, ctx->file, k->line, k->col, "claim name must be 1-%d bytes",
+				   POLICY_CLAIM_NAME_MAX);
+			r = BROKER_ERR_CONFIG;
+			continue;
+		}
+		if (!(jc->name = strdup(k->str)))
+			return BROKER_ERR_NOMEM;
+		if (doc_scalar_type(v) == DOC_TYPE_STRING) {
+			e = tmpl_compile(v, ctx->file, ctx->d, &jc->tmpl);
+		} else {
+			/* numbers, booleans, lists and maps are static values */
+			jc->value = doc_to_json(v);
+			e = jc->value ? BROKER_OK : BROKER_ERR_NOMEM;
+		}
+		p->n_claims++;
+		if (e == BROKER_ERR_NOMEM)
+			return e;
+		if (e != BROKER_OK)
+			r = e;
+	}
+	return r;
+}
+
+static bool role_arn_ok(const char *s)
+{
+	/* ^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$ */
+	if (strncmp(s, "arn:aws", 7) != 0)
+		return false;
+	s += 7;
+	while ((*s >= 'a' && *s <= 'z') || *s == '-')
+		s++;
+	if (strncmp(s, ":iam::", 6) != 0)
+		return false;
+	s += 6;
+	for (int i = 0; i < 12; i++, s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return strncmp(s, ":role/", 6) == 0 && s[6] != '\0';
+}
+
+static enum broker_err h_role_arn(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	enum broker_err r = get_string(ctx, val, "role_arn", &ctx->p->role_arn);
+
+	if (r == BROKER_OK && !role_arn_ok(ctx->p->role_arn)) {
+		diag_error(ctx->d, ctx->file, val->line, val->col,
+			   "role_arn must look like arn:aws:iam::123456789012:role/NAME");
+		return BROKER_ERR_CONFIG;
+	}
+	return r;
+}
+
+static enum broker_err h_session_name(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	tmpl_free(ctx->p->session_name);
+	ctx->p->session_name = NULL;
+	return tmpl_compile(val, ctx->file, ctx->d, &ctx->p->session_name);
+}
+
+static enum broker_err h_source_identity(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	return tmpl_compile(val, ctx->file, ctx->d, &ctx->p->source_identity);
+}
+
+static bool tag_key_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > POLICY_AWS_TAG_KEY_MAX || strncasecmp(s, "aws:", 4) == 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      (c && strchr(" _.:/=+-@", c))))
+			return false;
+	}
+	return true;
+}
+
+static enum broker_err h_session_tags(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	struct broker_policy *p = ctx->p;
+	enum broker_err r = BROKER_OK;
+
+	if (val->kind != DOC_MAP) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "session_tags must be a mapping of tag keys to values");
+		return BROKER_ERR_CONFIG;
+	}
+	if (val->n > POLICY_AWS_TAGS_MAX) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "session_tags has more than %d tags (STS limit)",
+			   POLICY_AWS_TAGS_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	if (!(p->tags = calloc(val->n ? val->n : 1, sizeof(*p->tags))))
+		return BROKER_ERR_NOMEM;
+	for (size_t i = 0; i < val->n; i++) {
+		const struct doc_node *k = val->keys[i], *v = val->items[i];
+		struct aws_tag *tag = &p->tags[p->n_tags];
+		bool dup = false;
+		enum broker_err e;
+
+		if (!tag_key_ok(k->str, k->len)) {
+			diag_error(ctx->d, ctx->file, k->line, k->col,
+				   "session tag key must be 1-%d characters of [A-Za-z0-9 _.:/=+-@], not starting with "
+				   "'aws:'",
+				   POLICY_AWS_TAG_KEY_MAX);
+			r = BROKER_ERR_CONFIG;
+			continue;
+		}
+		/* STS treats tag keys case-insensitively */
+		for (size_t j = 0; j < p->n_tags; j++)
+			dup |= strcasecmp(p->tags[j].key, k->str) == 0;
+		if (dup) {
+			diag_error(ctx->d, ctx->file, k->line, k->col,
+				   "session tag key '%s' repeats another key (STS compares them case-insensitively)",
+				   k->str);
+			r = BROKER_ERR_CONFIG;
+			continue;
+		}
+		if (!(tag->key = strdup(k->str)))
+			return BROKER_ERR_NOMEM;
+		p->n_tags++;
+		e = tmpl_compile(v, ctx->file, ctx->d, &tag->tmpl);
+		if (e == BROKER_ERR_NOMEM)
+			return e;
+		if (e != BROKER_OK) {
+			r = e;
+			continue;
+		}
+		if (tmpl_literal_len(tag->tmpl) > POLICY_AWS_TAG_VALUE_MAX) {
+			diag_error(ctx->d, ctx->file, v->line, v->col, "session tag value is longer than %d characters",
+				   POLICY_AWS_TAG_VALUE_MAX);
+			r = BROKER_ERR_CONFIG;
+		}
+	}
+	return r;
+}
+
+static enum broker_err h_session_policy(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	json_t *j;
+	char *text;
+
+	if (val->kind != DOC_MAP) {
+		diag_error(ctx->d, ctx->file, val->line, val->col,
+			   "session_policy must be a mapping (an IAM policy document)");
+		return BROKER_ERR_CONFIG;
+	}
+	if (!(j = doc_to_json(val)))
+		return BROKER_ERR_NOMEM;
+	text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return BROKER_ERR_NOMEM;
+	if (strlen(text) > POLICY_AWS_SESSION_POLICY_MAX) {
+		diag_error(ctx->d, ctx->file, val->line, val->col,
+			   "session_policy is %zu characters as compact JSON; STS allows %d", strlen(text),
+			   POLICY_AWS_SESSION_POLICY_MAX);
+		free(text);
+		return BROKER_ERR_CONFIG;
+	}
+	ctx->p->session_policy = text;
+	return BROKER_OK;
+}
+
+static const struct key_table jwt_keys[] = {
+	{"type", h_ignore}, {"audience", h_audience}, {"ttl", h_ttl}, {"subject", h_subject}, {"claims", h_claims},
+};
+
+static const struct key_table aws_keys[] = {
+	{"type", h_ignore},
+	{"role_arn", h_role_arn},
+	{"ttl", h_ttl},
+	{"session_name", h_session_name},
+	{"source_identity", h_source_identity},
+	{"session_tags", h_session_tags},
+	{"session_policy", h_session_policy},
+};
+
+static enum broker_err h_credential(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	struct broker_policy *p = ctx->p;
+	const struct doc_node *type;
+	enum broker_err r;
+
+	if (val->kind != DOC_MAP) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "credential must be a mapping");
+		return BROKER_ERR_CONFIG;
+	}
+	type = doc_map_get(val, "type");
+	if (!type) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "credential has no 'type' (jwt or aws)");
+		return BROKER_ERR_CONFIG;
+	}
+	if (type->kind == DOC_SCALAR && strcmp(type->str, "jwt") == 0) {
+		p->type = BROKER_CRED_JWT;
+		/* the default never exceeds the ceiling; an explicit ttl must */
+		p->ttl = POLICY_DEFAULT_JWT_TTL < ctx->cfg->max_ttl ? POLICY_DEFAULT_JWT_TTL : ctx->cfg->max_ttl;
+		r = dispatch(ctx, val, jwt_keys, BROKER_ARRAY_SIZE(jwt_keys), "a jwt credential");
+		if (!doc_map_get(val, "audience")) {
+			diag_error(ctx->d, ctx->file, val->line, val->col,
+				   "jwt credential has no 'audience' (the aud of the minted token)");
+			r = BROKER_ERR_CONFIG;
+		}
+	} else if (type->kind == DOC_SCALAR && strcmp(type->str, "aws") == 0) {
+		struct doc_node def = {.kind = DOC_SCALAR, .line = val->line, .col = val->col, .quoted = true};
+
+		p->type = BROKER_CRED_AWS;
+		p->ttl = POLICY_DEFAULT_AWS_TTL;
+		r = BROKER_OK;
+		if (!ctx->cfg->aws_sts_endpoint) {
+			diag_error(ctx->d, ctx->file, type->line, type->col,
+				   "aws credentials need aws.sts_endpoint in the config");
+			r = BROKER_ERR_CONFIG;
+		}
+		if (p->ttl > ctx->cfg->max_ttl && !doc_map_get(val, "ttl")) {
+			diag_error(ctx->d, ctx->file, val->line, val->col,
+				   "the default aws ttl (900 s, the STS minimum) is above limits.max_ttl (%lld s)",
+				   (long long)ctx->cfg->max_ttl);
+			r = BROKER_ERR_CONFIG;
+		}
+		def.str = (char *)POLICY_DEFAULT_SESSION_NAME;
+		def.len = strlen(def.str);
+		enum broker_err e = tmpl_compile(&def, ctx->file, ctx->d, &p->session_name);
+
+		if (e != BROKER_OK)
+			return e;
+		e = dispatch(ctx, val, aws_keys, BROKER_ARRAY_SIZE(aws_keys), "an aws credential");
+		if (e != BROKER_OK)
+			r = e;
+		if (!doc_map_get(val, "role_arn")) {
+			diag_error(ctx->d, ctx->file, val->line, val->col, "aws credential has no 'role_arn'");
+			r = BROKER_ERR_CONFIG;
+		}
+	} else {
+		diag_error(ctx->d, ctx->file, type->line, type->col, "unknown credential type '%s' (known: jwt, aws)",
+			   type->kind == DOC_SCALAR ? type->str : "(not a string)");
+		return BROKER_ERR_CONFIG;
+	}
+	return r;
+}
+
+/* ---- policy ---------------------------------------------------------- */
+
+static bool policy_name_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > POLICY_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == ':' || c == '/' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static enum broker_err h_name(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	if (val->kind != DOC_SCALAR || doc_is_null(val) || !policy_name_ok(val->str, val->len)) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "name must be 1-%d characters of [A-Za-z0-9._:/-]",
+			   POLICY_NAME_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	ctx->p->line = val->line;
+	ctx->p->col = val->col;
+	return get_string(ctx, val, "name", &ctx->p->name);
+}
+
+static enum broker_err h_description(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	if (val->kind != DOC_SCALAR || memchr(val->str, '\0', val->len) || val->len > 4096) {
+		diag_error(ctx->d, ctx->file, val->line, val->col, "description must be a string of at most 4096 bytes");
+		return BROKER_ERR_CONFIG;
+	}
+	free(ctx->p->description);
+	return (ctx->p->description = strdup(val->str)) ? BROKER_OK : BROKER_ERR_NOMEM;
+}
+
+static enum broker_err h_issuer(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	const struct broker_config *cfg = ctx->cfg;
+	enum broker_err r = get_string(ctx, val, "issuer", &ctx->p->issuer);
+	const struct broker_issuer_config *ic;
+
+	if (r != BROKER_OK)
+		return r;
+	ic = config_find_issuer(cfg, ctx->p->issuer);
+	if (!ic) {
+		char known[256];
+		size_t o = 0;
+
+		known[0] = '\0';
+		for (size_t i = 0; i < cfg->n_issuers && o < sizeof(known); i++)
+			o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", i ? ", " : "", cfg->issuers[i].name);
+		diag_error(ctx->d, ctx->file, val->line, val->col, "unknown issuer '%s' (the config defines: %s)",
+			   ctx->p->issuer, cfg->n_issuers ? known : "none");
+		return BROKER_ERR_CONFIG;
+	}
+	ctx->p->issuer_idx = (size_t)(ic - cfg->issuers);
+	return BROKER_OK;
+}
+
+static enum broker_err h_allow(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	ctx->p->allow_line = key->line;
+	ctx->p->allow_col = key->col;
+	return condset_compile(val, ctx->file, "allow", ctx->d, &ctx->p->allow);
+}
+
+static enum broker_err h_deny(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
+{
+	return condset_compile(val, ctx->file, "deny", ctx->d, &ctx->p->deny);
+}
+
+static const struct key_table policy_keys[] = {
+	{"name", h_name},   {"description", h_description}, {"issuer", h_issuer},
+	{"allow", h_allow}, {"deny", h_deny},               {"credential", h_credential},
+};
+
+void policy_free(struct broker_policy *p)
+{
+	if (!p)
+		return;
+	free(p->name);
+	free(p->description);
+	free(p->issuer);
+	condset_clear(&p->allow);
+	condset_clear(&p->deny);
+	free(p->audience);
+	tmpl_free(p->subject);
+	for (size_t i = 0; i < p->n_claims; i++) {
+		free(p->claims[i].name);
+		tmpl_free(p->claims[i].tmpl);
+		json_decref(p->claims[i].value);
+	}
+	free(p->claims);
+	free(p->role_arn);
+	tmpl_free(p->session_name);
+	tmpl_free(p->source_identity);
+	for (size_t i = 0; i < p->n_tags; i++) {
+		free(p->tags[i].key);
+		tmpl_free(p->tags[i].tmpl);
+	}
+	free(p->tags);
+	free(p->session_policy);
+	free(p);
+}
+
+static enum broker_err load_policy(struct load_ctx *ctx, const struct doc_node *n)
+{
+	struct broker_policy *p = NULL;
+	const struct broker_policy *first;
+	static const char *const required[] = {"name", "issuer", "allow", "credential"};
+	size_t errors = diag_errors(ctx->d);
+	enum broker_err r;
+
+	if (n->kind != DOC_MAP) {
+		diag_error(ctx->d, ctx->file, n->line, n->col, "a policy must be a mapping (name, issuer, allow, ...)");
+		return BROKER_ERR_CONFIG;
+	}
+	if (!(p = calloc(1, sizeof(*p))))
+		return BROKER_ERR_NOMEM;
+	p->file = ctx->file;
+	p->line = n->line;
+	p->col = n->col;
+	p->issuer_idx = SIZE_MAX;
+	ctx->p = p;
+	r = dispatch(ctx, n, policy_keys, BROKER_ARRAY_SIZE(policy_keys), "a policy");
+	if (r == BROKER_ERR_NOMEM)
+		goto out;
+	for (size_t i = 0; i < BROKER_ARRAY_SIZE(required); i++)
+		if (!doc_map_get(n, required[i])) {
+			diag_error(ctx->d, ctx->file, n->line, n->col, "policy %s%s%shas no '%s'", p->name ? "'" : "",
+				   p->name ? p->name : "", p->name ? "' " : "", required[i]);
+			r = BROKER_ERR_CONFIG;
+		}
+	p->broken = diag_errors(ctx->d) > errors;
+	if (!p->name)
+		goto out;
+	/* keep even a broken policy in the set: its name must still collide
+	 * with duplicates, and the set frees it */
+	if (policy_set_add(ctx->set, p, &first) != BROKER_OK) {
+		r = BROKER_ERR_NOMEM;
+		goto out;
+	}
+	ctx->p = NULL;
+	if (first) {
+		const struct doc_node *name = doc_map_get(n, "name");
+
+		diag_error(ctx->d, ctx->file, name->line, name->col,
+			   "duplicate policy name '%s' (first defined at %s:%d:%d)", p->name, first->file, first->line,
+			   first->col);
+		r = BROKER_ERR_CONFIG;
+	}
+	return r;
+out:
+	ctx->p = NULL;
+	policy_free(p);
+	return r;
+}
+
+static enum broker_err load_doc_file(struct load_ctx *ctx, const struct doc_file *f)
+{
+	enum broker_err r = BROKER_OK;
+	size_t found = 0;
+
+	for (size_t i = 0; i < f->n_docs; i++) {
+		const struct doc_node *root = f->docs[i];
+		enum broker_err e = BROKER_OK;
+
+		if (!root || (root->kind == DOC_SCALAR && doc_is_null(root)))
+			continue; /* an empty document (comments only) */
+		if (root->kind == DOC_SEQ) {
+			for (size_t k = 0; k < root->n && e != BROKER_ERR_NOMEM; k++, found++) {
+				enum broker_err e2 = load_policy(ctx, root->items[k]);
+
+				if (e2 != BROKER_OK)
+					e = e2;
+			}
+		} else if (root->kind == DOC_MAP) {
+			e = load_policy(ctx, root);
+			found++;
+		} else {
+			diag_error(ctx->d, ctx->file, root->line, root->col,
+				   "expected a policy (a mapping) or a list of policies");
+			e = BROKER_ERR_CONFIG;
+		}
+		if (e == BROKER_ERR_NOMEM)
+			return e;
+		if (e != BROKER_OK)
+			r = e;
+	}
+	if (found == 0 && r == BROKER_OK)
+		diag_warning(ctx->d, ctx->file, 1, 1, "no policies in this file");
+	return r;
+}
+
+static enum broker_err load_buffer(struct load_ctx *ctx, const char *name, const char *buf, size_t len, bool is_json)
+{
+	struct doc_file *f = NULL;
+	enum broker_err r;
+
+	if (!(ctx->file = policy_set_intern_file(ctx->set, name)))
+		return BROKER_ERR_NOMEM;
+	if (len > POLICY_FILE_MAX) {
+		diag_error(ctx->d, ctx->file, 0, 0, "policy file is larger than %d bytes", POLICY_FILE_MAX);
+		return BROKER_ERR_TOOBIG;
+	}
+	r = doc_load_buffer(ctx->file, buf, len, is_json, ctx->d, &f);
+	if (r != BROKER_OK)
+		return r;
+	r = load_doc_file(ctx, f);
+	doc_file_free(f);
+	return r;
+}
+
+/* ---- the set --------------------------------------------------------- */
+
+void policy_set_free(struct broker_policy_set *set)
+{
+	if (!set)
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		policy_free(set->v[i]);
+	free(set->v);
+	free(set->table);
+	for (size_t i = 0; i < set->n_issuers; i++) {
+		free(set->issuers[i].issuer_name);
+		condset_clear(&set->issuers[i].deny);
+	}
+	free(set->issuers);
+	for (size_t i = 0; i < set->n_files; i++)
+		free(set->files[i]);
+	free(set->files);
+	free(set);
+}
+
+/* Issuer-level deny lives in the config; its errors point there. */
+static enum broker_err set_new(const struct broker_config *cfg, struct diag *d, struct broker_policy_set **ret)
+{
+	struct broker_policy_set *set = calloc(1, sizeof(*set));
+	enum broker_err r = BROKER_ERR_NOMEM;
+
+	if (!set)
+		goto out;
+	if (cfg->n_issuers && !(set->issuers = calloc(cfg->n_issuers, sizeof(*set->issuers))))
+		goto out;
+	for (size_t i = 0; i < cfg->n_issuers; i++) {
+		const struct broker_issuer_config *ic = &cfg->issuers[i];
+		const char *file;
+
+		set->n_issuers++;
+		if (!(set->issuers[i].issuer_name = strdup(ic->name ? ic->name : "")))
+			goto out;
+		if (!ic->deny)
+			continue;
+		file = policy_set_intern_file(set, ic->file ? ic->file : cfg->path ? cfg->path : "(config)");
+		if (!file)
+			goto out;
+		if (condset_compile(ic->deny, file, "deny", d, &set->issuers[i].deny) == BROKER_ERR_NOMEM)
+			goto out;
+	}
+	*ret = set;
+	set = NULL;
+	r = BROKER_OK;
+out:
+	policy_set_free(set);
+	return r;
+}
+
+static bool wanted_file(const char *name)
+{
+	size_t len = strlen(name);
+
+	/* dotfiles are editor droppings (.#x.yaml lock links, swap files) */
+	if (name[0] == '.')
+		return false;
+	return (len > 5 && strcmp(name + len - 5, ".yaml") == 0) || (len > 4 && strcmp(name + len - 4, ".yml") == 0) ||
+	       (len > 5 && strcmp(name + len - 5, ".json") == 0);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void config_policies_pos(const struct broker_config *cfg, int *line, int *col)
+{
+	const struct doc_node *n = NULL;
+
+	*line = 0;
+	*col = 0;
+	if (cfg->doc && cfg->doc->n_docs && cfg->doc->docs[0])
+		n = doc_map_get(cfg->doc->docs[0], "policies");
+	if (n) {
+		*line = n->line;
+		*col = n->col;
+	}
+}
+
+static enum broker_err load_dir(struct load_ctx *ctx, const char *dir)
+{
+	enum broker_err r = BROKER_OK;
+	char **names = NULL, *path = NULL, *buf = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *dh = opendir(dir);
+	int line, col;
+
+	if (!dh) {
+		config_policies_pos(ctx->cfg, &line, &col);
+		diag_error(ctx->d, ctx->cfg->path ? ctx->cfg->path : dir, line, col,
+			   "cannot open policies directory %s: %s", dir, strerror(errno));
+		return BROKER_ERR_CONFIG;
+	}
+	while ((de = readdir(dh))) {
+		if (!wanted_file(de->d_name))
+			continue;
+		if (n == cap) {
+			char **v = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+
+			if (!v) {
+				r = BROKER_ERR_NOMEM;
+				goto out;
+			}
+			names = v;
+		}
+		if (!(names[n] = strdup(de->d_name))) {
+			r = BROKER_ERR_NOMEM;
+			goto out;
+		}
+		n++;
+	}
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		size_t len;
+		enum broker_err e;
+		bool is_json = strcmp(names[i] + strlen(names[i]) - 5, ".json") == 0;
+
+		free(path);
+		if (asprintf(&path, "%s/%s", dir, names[i]) < 0) {
+			path = NULL;
+			r = BROKER_ERR_NOMEM;
+			goto out;
+		}
+		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+			diag_warning(ctx->d, path, 0, 0, "not a regular file; ignored");
+			continue;
+		}
+		e = broker_read_file(path, POLICY_FILE_MAX, &buf, &len);
+		if (e == BROKER_ERR_NOMEM) {
+			r = e;
+			goto out;
+		}
+		if (e != BROKER_OK) {
+			diag_error(ctx->d, path, 0, 0, "%s",
+				   e == BROKER_ERR_TOOBIG ? "policy file is larger than 1 MiB" : "cannot read file");
+			r = BROKER_ERR_CONFIG;
+			continue;
+		}
+		e = load_buffer(ctx, path, buf, len, is_json);
+		free(buf);
+		buf = NULL;
+		if (e == BROKER_ERR_NOMEM) {
+			r = e;
+			goto out;
+		}
+		if (e != BROKER_OK)
+			r = BROKER_ERR_CONFIG;
+	}
+out:
+	closedir(dh);
+	free(path);
+	free(buf);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return r;
+}
+
+static enum broker_err load_common(const struct broker_config *cfg, struct diag *d, const char *name, const char *buf,
+				   size_t len, bool is_json, struct broker_policy_set **ret)
+{
+	struct load_ctx ctx = {.cfg = cfg, .d = d};
+	size_t errors = diag_errors(d);
+	enum broker_err r;
+
+	if ((r = set_new(cfg, d, &ctx.set)) != BROKER_OK)
+		return r;
+	if (name)
+		r = load_buffer(&ctx, name, buf, len, is_json);
+	else if (cfg->policies_dir)
+		r = load_dir(&ctx, cfg->policies_dir);
+	if (r == BROKER_ERR_NOMEM)
+		goto out;
+	policy_lint(cfg, ctx.set, d);
+	r = diag_errors(d) > errors ? BROKER_ERR_CONFIG : BROKER_OK;
+	if (r == BROKER_OK) {
+		*ret = ctx.set;
+		ctx.set = NULL;
+	}
+out:
+	policy_set_free(ctx.set);
+	return r;
+}
+
+enum broker_err policy_set_load(const struct broker_config *cfg, struct diag *d, struct broker_policy_set **ret)
+{
+	return load_common(cfg, d, NULL, NULL, 0, false, ret);
+}
+
+enum broker_err policy_set_load_buffer(const struct broker_config *cfg, const char *name, const char *buf, size_t len,
+				       bool is_json, struct diag *d, struct broker_policy_set **ret)
+{
+	return load_common(cfg, d, name, buf, len, is_json, ret);
+}

@@ -1,0 +1,613 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Conditions: compiling `allow`/`deny` maps into patterns, and matching claim
+ * values against them. Everything here works on (pointer, length) pairs: a
+ * claim may carry an embedded NUL (jansson represents it), and no comparison
+ * may stop at one. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cibroker/util.h"
+#include "policy-int.h"
+
+void display_bytes(const char *s, size_t len, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (outlen < 8) {
+		if (outlen)
+			out[0] = '\0';
+		return;
+	}
+	out[o++] = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[7];
+		size_t n;
+
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\', esc[1] = (char)c, n = 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[c >> 4], esc[5] = hex[c & 15], n = 6;
+		} else {
+			esc[0] = (char)c, n = 1;
+		}
+		/* keep room for the closing quote, "..." and the NUL */
+		if (o + n + 5 > outlen) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(out + o, esc, n);
+		o += n;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+/* ---- compiling ------------------------------------------------------- */
+
+static void pattern_clear(struct pattern *p)
+{
+	free(p->src);
+	free(p->bytes);
+	free(p->tok);
+	if (p->re_ok)
+		regfree(&p->re);
+	memset(p, 0, sizeof(*p));
+}
+
+/* `\*`, `\?` and `\\` are the escapes; a backslash before anything else is
+ * itself (so "C:\dir" means what it says). An unescaped `*` or `?` makes the
+ * whole value a glob. */
+static enum broker_err compile_glob_or_exact(struct pattern *p, const char *s, size_t len)
+{
+	uint16_t *tok = calloc(len + 1, sizeof(*tok));
+	unsigned char *bytes = malloc(len + 1);
+	size_t n = 0;
+	bool wild = false;
+
+	if (!tok || !bytes) {
+		free(tok);
+		free(bytes);
+		return BROKER_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\\' && i + 1 < len && (s[i + 1] == '*' || s[i + 1] == '?' || s[i + 1] == '\\')) {
+			i++;
+			bytes[n] = (unsigned char)s[i];
+			tok[n++] = (unsigned char)s[i];
+		} else if (c == '*' || c == '?') {
+			/* consecutive stars are one star: keeps matching linear-ish */
+			if (c == '*' && n > 0 && tok[n - 1] == GLOB_STAR)
+				continue;
+			bytes[n] = c;
+			tok[n++] = c == '*' ? GLOB_STAR : GLOB_QMARK;
+			wild = true;
+		} else {
+			bytes[n] = c;
+			tok[n++] = c;
+		}
+	}
+	bytes[n] = '\0';
+	if (wild) {
+		p->kind = PATTERN_GLOB;
+		p->tok = tok;
+		p->n_tok = n;
+		free(bytes);
+	} else {
+		p->kind = PATTERN_EXACT;
+		p->bytes = bytes;
+		p->len = n;
+		free(tok);
+	}
+	return BROKER_OK;
+}
+
+/* POSIX ERE has no (?:...), so anchoring is "^(" src ")$". That is only sound
+ * if src cannot close our group early: glibc reads an unmatched ')' as a
+ * literal, so "a)|(b" would compile to "^(a)|(b)$" and match anything that
+ * starts with "a". Refuse any ')' that closes nothing. */
+static const char *regex_paren_problem(const char *s, size_t len)
+{
+	int depth = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '\\') {
+			i++;
+		} else if (s[i] == '[') {
+			size_t j = i + 1;
+
+			if (j < len && s[j] == '^')
+				j++;
+			if (j < len && s[j] == ']')
+				j++;
+			while (j < len && s[j] != ']') {
+				if (s[j] == '[' && j + 1 < len && (s[j + 1] == ':' || s[j + 1] == '.' || s[j + 1] == '=')) {
+					char close = s[j + 1];
+
+					j += 2;
+					while (j + 1 < len && !(s[j] == close && s[j + 1] == ']'))
+						j++;
+					j += 2;
+				} else {
+					j++;
+				}
+			}
+			if (j >= len)
+				return "unterminated bracket expression";
+			i = j;
+		} else if (s[i] == '(') {
+			depth++;
+		} else if (s[i] == ')') {
+			if (depth == 0)
+				return "unmatched ')' (write \\) for a literal parenthesis)";
+			depth--;
+		}
+	}
+	return depth ? "unmatched '('" : NULL;
+}
+
+static enum broker_err compile_regex(struct pattern *p, const char *s, size_t len, char *err, size_t errlen)
+{
+	const char *problem = regex_paren_problem(s, len);
+	char *wrapped;
+	int rc;
+
+	if (problem) {
+		snprintf(err, errlen, "%s", problem);
+		return BROKER_ERR_CONFIG;
+	}
+	wrapped = malloc(len + 5);
+	if (!wrapped)
+		return BROKER_ERR_NOMEM;
+	memcpy(wrapped, "^(", 2);
+	memcpy(wrapped + 2, s, len);
+	memcpy(wrapped + 2 + len, ")$", 3);
+	rc = regcomp(&p->re, wrapped, REG_EXTENDED | REG_NOSUB);
+	free(wrapped);
+	if (rc != 0) {
+		regerror(rc, &p->re, err, errlen);
+		return BROKER_ERR_CONFIG;
+	}
+	p->re_ok = true;
+	p->kind = PATTERN_REGEX;
+	return BROKER_OK;
+}
+
+/* One element: a scalar (exact or glob) or {regex: "..."}. */
+static enum broker_err pattern_compile(const struct doc_node *n, const char *file, const char *claim, struct diag *d,
+				       struct pattern *p)
+{
+	const struct doc_node *src = n;
+	enum broker_err r;
+	char err[256];
+
+	memset(p, 0, sizeof(*p));
+	p->line = n->line;
+	p->col = n->col;
+	if (n->kind == DOC_SEQ) {
+		diag_error(d, file, n->line, n->col, "condition on '%s': lists cannot be nested", claim);
+		return BROKER_ERR_CONFIG;
+	}
+	if (n->kind == DOC_MAP) {
+		bool bad = false;
+
+		for (size_t i = 0; i < n->n; i++) {
+			if (strcmp(n->keys[i]->str, "regex") != 0) {
+				diag_error(d, file, n->keys[i]->line, n->keys[i]->col,
+					   "condition on '%s': unknown key '%s' (a mapping here is {regex: \"...\"})",
+					   claim, n->keys[i]->str);
+				bad = true;
+			}
+		}
+		src = doc_map_get(n, "regex");
+		if (!src) {
+			if (!bad)
+				diag_error(d, file, n->line, n->col,
+					   "condition on '%s': a mapping here must be {regex: \"...\"}", claim);
+			return BROKER_ERR_CONFIG;
+		}
+		if (bad)
+			return BROKER_ERR_CONFIG;
+		if (src->kind != DOC_SCALAR || doc_is_null(src)) {
+			diag_error(d, file, src->line, src->col, "condition on '%s': regex must be a string", claim);
+			return BROKER_ERR_CONFIG;
+		}
+		p->line = src->line;
+		p->col = src->col;
+	} else if (doc_is_null(n)) {
+		diag_error(d, file, n->line, n->col,
+			   "condition on '%s' has no value (write \"\" for the empty string)", claim);
+		return BROKER_ERR_CONFIG;
+	}
+	if (memchr(src->str, '\0', src->len)) {
+		diag_error(d, file, src->line, src->col, "condition on '%s' contains a NUL byte", claim);
+		return BROKER_ERR_CONFIG;
+	}
+	if (src->len > POLICY_PATTERN_MAX) {
+		diag_error(d, file, src->line, src->col, "condition on '%s' is longer than %d bytes", claim,
+			   POLICY_PATTERN_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	p->src = strdup(src->str);
+	if (!p->src)
+		return BROKER_ERR_NOMEM;
+	if (src != n) {
+		r = compile_regex(p, src->str, src->len, err, sizeof(err));
+		if (r == BROKER_ERR_CONFIG)
+			diag_error(d, file, src->line, src->col, "condition on '%s': bad regex: %s", claim, err);
+	} else {
+		/* Plain YAML numbers and booleans are kept as their text, which
+		 * is how number/boolean claims compare. */
+		r = compile_glob_or_exact(p, src->str, src->len);
+	}
+	return r;
+}
+
+static char *pattern_display(const struct pattern *p)
+{
+	char buf[POLICY_PATTERN_MAX * 2 + 32], q[POLICY_PATTERN_MAX * 2 + 16];
+
+	display_bytes(p->src, strlen(p->src), q, sizeof(q));
+	if (p->kind == PATTERN_REGEX)
+		snprintf(buf, sizeof(buf), "{regex: %s}", q);
+	else
+		snprintf(buf, sizeof(buf), "%s", q);
+	return strdup(buf);
+}
+
+/* "a" | "any of [a, b, {regex: c}]", truncated for the audit line. */
+static char *condition_want(const struct condition *c)
+{
+	size_t cap = 512, o = 0;
+	char *out = malloc(cap);
+
+	if (!out)
+		return NULL;
+	out[0] = '\0';
+	if (c->list)
+		o = (size_t)snprintf(out, cap, "any of [");
+	for (size_t i = 0; i < c->n_pats; i++) {
+		char *one = pattern_display(&c->pats[i]);
+		size_t l;
+
+		if (!one) {
+			free(out);
+			return NULL;
+		}
+		l = strlen(one);
+		if (o + l + 8 >= cap) {
+			free(one);
+			snprintf(out + o, cap - o, "...");
+			o += 3;
+			break;
+		}
+		o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? ", " : "", one);
+		free(one);
+	}
+	if (c->list && o + 2 < cap)
+		snprintf(out + o, cap - o, "]");
+	return out;
+}
+
+static bool claim_name_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > POLICY_CLAIM_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x21 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static void condition_clear(struct condition *c)
+{
+	for (size_t i = 0; i < c->n_pats; i++)
+		pattern_clear(&c->pats[i]);
+	free(c->pats);
+	free(c->claim);
+	free(c->want);
+	memset(c, 0, sizeof(*c));
+}
+
+void condset_clear(struct condset *cs)
+{
+	if (!cs)
+		return;
+	for (size_t i = 0; i < cs->n; i++)
+		condition_clear(&cs->v[i]);
+	free(cs->v);
+	cs->v = NULL;
+	cs->n = 0;
+}
+
+static enum broker_err condition_compile(const struct doc_node *key, const struct doc_node *val, const char *file,
+					 struct diag *d, struct condition *c)
+{
+	enum broker_err r = BROKER_OK;
+	size_t n = val->kind == DOC_SEQ ? val->n : 1;
+
+	c->file = file;
+	c->line = key->line;
+	c->col = key->col;
+	c->list = val->kind == DOC_SEQ;
+	if (!claim_name_ok(key->str, key->len)) {
+		diag_error(d, file, key->line, key->col,
+			   "claim name must be 1-%d printable characters without spaces", POLICY_CLAIM_NAME_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	c->claim = strdup(key->str);
+	if (!c->claim)
+		return BROKER_ERR_NOMEM;
+	if (c->list && n == 0) {
+		diag_error(d, file, val->line, val->col, "condition on '%s' is an empty list, which never holds",
+			   key->str);
+		return BROKER_ERR_CONFIG;
+	}
+	if (n > POLICY_LIST_MAX) {
+		diag_error(d, file, val->line, val->col, "condition on '%s' has more than %d elements", key->str,
+			   POLICY_LIST_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	c->pats = calloc(n, sizeof(*c->pats));
+	if (!c->pats)
+		return BROKER_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		enum broker_err e = pattern_compile(c->list ? val->items[i] : val, file, key->str, d, &c->pats[c->n_pats]);
+
+		if (e == BROKER_ERR_NOMEM) {
+			pattern_clear(&c->pats[c->n_pats]);
+			return e;
+		}
+		if (e != BROKER_OK) {
+			pattern_clear(&c->pats[c->n_pats]);
+			r = e;
+			continue;
+		}
+		c->n_pats++;
+	}
+	if (r != BROKER_OK)
+		return r;
+	c->want = condition_want(c);
+	return c->want ? BROKER_OK : BROKER_ERR_NOMEM;
+}
+
+enum broker_err condset_compile(const struct doc_node *map, const char *file, const char *what, struct diag *d,
+				struct condset *cs)
+{
+	enum broker_err r = BROKER_OK;
+
+	if (map->kind != DOC_MAP) {
+		diag_error(d, file, map->line, map->col, "'%s' must be a mapping of claim names to conditions", what);
+		return BROKER_ERR_CONFIG;
+	}
+	if (map->n > POLICY_CONDITIONS_MAX) {
+		diag_error(d, file, map->line, map->col, "'%s' has more than %d conditions", what,
+			   POLICY_CONDITIONS_MAX);
+		return BROKER_ERR_CONFIG;
+	}
+	if (map->n == 0)
+		return BROKER_OK;
+	cs->v = calloc(map->n, sizeof(*cs->v));
+	if (!cs->v)
+		return BROKER_ERR_NOMEM;
+	for (size_t i = 0; i < map->n; i++) {
+		enum broker_err e = condition_compile(map->keys[i], map->items[i], file, d, &cs->v[cs->n]);
+
+		if (e != BROKER_OK) {
+			condition_clear(&cs->v[cs->n]);
+			if (e == BROKER_ERR_NOMEM)
+				return e;
+			r = e;
+			continue;
+		}
+		cs->n++;
+	}
+	return r;
+}
+
+/* ---- matching -------------------------------------------------------- */
+
+/* Next UTF-8 character boundary: `?` is one character, not one byte. Claims
+ * come from jansson, which only accepts valid UTF-8. */
+static size_t utf8_next(const unsigned char *s, size_t len, size_t i)
+{
+	i++;
+	while (i < len && (s[i] & 0xc0) == 0x80)
+		i++;
+	return i;
+}
+
+/* Classic single-backtrack wildcard match: O(len * tokens) worst case, no
+ * recursion, so a hostile claim cannot blow the stack. */
+static bool glob_match(const uint16_t *tok, size_t n, const unsigned char *s, size_t len)
+{
+	size_t pi = 0, si = 0, star_p = SIZE_MAX, star_s = 0;
+
+	while (si < len) {
+		if (pi < n && tok[pi] == GLOB_STAR) {
+			star_p = pi++;
+			star_s = si;
+		} else if (pi < n && tok[pi] == GLOB_QMARK) {
+			pi++;
+			si = utf8_next(s, len, si);
+		} else if (pi < n && tok[pi] == s[si]) {
+			pi++;
+			si++;
+		} else if (star_p != SIZE_MAX) {
+			pi = star_p + 1;
+			star_s = utf8_next(s, len, star_s);
+			si = star_s;
+		} else {
+			return false;
+		}
+	}
+	while (pi < n && tok[pi] == GLOB_STAR)
+		pi++;
+	return pi == n;
+}
+
+bool pattern_match(const struct pattern *p, const char *s, size_t len)
+{
+	switch (p->kind) {
+	case PATTERN_EXACT:
+		return len == p->len && memcmp(s, p->bytes, len) == 0;
+	case PATTERN_GLOB:
+		return glob_match(p->tok, p->n_tok, (const unsigned char *)s, len);
+	case PATTERN_REGEX:
+		/* regexec stops at a NUL; a value with one cannot be what the
+		 * pattern author meant, so it never matches. s[len] is NUL. */
+		if (!p->re_ok || memchr(s, '\0', len) || s[len] != '\0')
+			return false;
+		return regexec(&p->re, s, 0, NULL, 0) == 0;
+	}
+	return false;
+}
+
+/* Values a condition would have to reject to mean anything. A pattern that
+ * accepts all of them is treated as "match-all" by the lints. */
+static const char *const probes[] = {
+	"a", "Z", "0", "-", ".", " ", "acme/web", "refs/heads/main", "repo:x/y:ref:refs/tags/v1",
+	"\xc3\xa9", "production", "12345", "true", "a\nb",
+};
+
+bool pattern_is_match_all(const struct pattern *p)
+{
+	for (size_t i = 0; i < BROKER_ARRAY_SIZE(probes); i++)
+		if (!pattern_match(p, probes[i], strlen(probes[i])))
+			return false;
+	return true;
+}
+
+bool condition_is_match_all(const struct condition *c)
+{
+	for (size_t i = 0; i < c->n_pats; i++)
+		if (pattern_is_match_all(&c->pats[i]))
+			return true;
+	return false;
+}
+
+/* Numbers and booleans compare as their JSON text: integers as %lld, reals
+ * as jansson dumps them (%.17g, ".0" added to whole numbers). */
+bool claim_scalar_text(const json_t *v, char *buf, size_t buflen, const char **ret, size_t *ret_len)
+{
+	size_t n;
+
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		*ret = json_string_value(v);
+		*ret_len = json_string_length(v);
+		return true;
+	case JSON_INTEGER:
+		n = (size_t)snprintf(buf, buflen, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		break;
+	case JSON_REAL:
+		n = json_dumpb(v, buf, buflen - 1, JSON_ENCODE_ANY);
+		if (n == 0 || n >= buflen)
+			return false;
+		buf[n] = '\0';
+		break;
+	case JSON_TRUE:
+		n = (size_t)snprintf(buf, buflen, "true");
+		break;
+	case JSON_FALSE:
+		n = (size_t)snprintf(buf, buflen, "false");
+		break;
+	default:
+		return false;
+	}
+	if (n >= buflen)
+		return false;
+	*ret = buf;
+	*ret_len = n;
+	return true;
+}
+
+static bool scalar_holds(const struct condition *c, const json_t *v)
+{
+	char buf[64];
+	const char *s;
+	size_t len;
+
+	if (!claim_scalar_text(v, buf, sizeof(buf), &s, &len))
+		return false;
+	for (size_t i = 0; i < c->n_pats; i++)
+		if (pattern_match(&c->pats[i], s, len))
+			return true;
+	return false;
+}
+
+static void display_value(const json_t *v, char *out, size_t outlen)
+{
+	char buf[64];
+	const char *s;
+	size_t len;
+
+	if (!out || !outlen)
+		return;
+	if (!v) {
+		snprintf(out, outlen, "(missing)");
+	} else if (json_is_null(v)) {
+		snprintf(out, outlen, "null");
+	} else if (json_is_object(v)) {
+		snprintf(out, outlen, "(an object)");
+	} else if (json_is_string(v)) {
+		display_bytes(json_string_value(v), json_string_length(v), out, outlen);
+	} else if (json_is_array(v)) {
+		char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+
+		if (!text) {
+			snprintf(out, outlen, "(an array)");
+			return;
+		}
+		if (strlen(text) >= outlen && outlen > 4)
+			snprintf(out, outlen, "%.*s...", (int)(outlen - 4), text);
+		else
+			snprintf(out, outlen, "%s", text);
+		free(text);
+	} else if (claim_scalar_text(v, buf, sizeof(buf), &s, &len)) {
+		snprintf(out, outlen, "%.*s", (int)len, s);
+	} else {
+		snprintf(out, outlen, "(unsupported)");
+	}
+}
+
+bool condition_holds(const struct condition *c, const json_t *claims, char *seen, size_t seen_len)
+{
+	const json_t *v = json_is_object(claims) ? json_object_get(claims, c->claim) : NULL;
+	bool held = false;
+
+	display_value(v, seen, seen_len);
+	if (!v)
+		return false;
+	if (json_is_array(v)) {
+		size_t i;
+		const json_t *e;
+
+		/* Elements that are arrays, objects or null never hold. */
+		json_array_foreach (v, i, e)
+			if (scalar_holds(c, e)) {
+				held = true;
+				break;
+			}
+		return held;
+	}
+	return scalar_holds(c, v);
+}
+
+const struct condition *condset_first_failing(const struct condset *cs, const json_t *claims, bool deny, char *seen,
+					      size_t seen_len)
+{
+	for (size_t i = 0; i < cs->n; i++) {
+		bool held = condition_holds(&cs->v[i], claims, seen, seen_len);
+
+		if (held == deny)
+			return &cs->v[i];
+	}
+	return NULL;
+}
