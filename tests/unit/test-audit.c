@@ -536,6 +536,36 @@ static void test_partial_write(void)
 	signal(SIGXFSZ, SIG_DFL);
 }
 
+/* "-" writes to stdout; a pipe cannot be fdatasync'ed, which is no error. */
+static void test_stdout(void)
+{
+	const char *out = tpath("stdout.jsonl");
+	struct broker_audit *a = NULL;
+	unsigned long ilines = 0;
+	char buf[65536];
+	ssize_t n;
+	int p[2], saved = dup(STDOUT_FILENO);
+
+	fflush(stdout);
+	CHECK(saved >= 0 && pipe(p) == 0 && dup2(p[1], STDOUT_FILENO) >= 0, "stdout is a pipe");
+	close(p[1]);
+	CHECK(audit_open("-", true, &a) == BROKER_OK, "open -");
+	CHECK(a && write_n(a, 3, 0) == BROKER_OK && audit_healthy(a), "write to a pipe with sync always");
+	audit_close(a);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	n = read(p[0], buf, sizeof(buf));
+	close(p[0]);
+	CHECK(n > 0, "records arrived");
+	if (n > 0) {
+		FILE *f = fopen(out, "w");
+
+		fwrite(buf, 1, (size_t)n, f);
+		fclose(f);
+	}
+	CHECK(independent_check(out, &ilines) == 0 && ilines == 3, "chain from zeros on stdout");
+}
+
 /* ---- concurrency and group commit ---- */
 
 #define THREADS 8
@@ -708,6 +738,7 @@ int main(void)
 	test_torn();
 	test_dev_full();
 	test_partial_write();
+	test_stdout();
 	test_concurrent();
 	test_group_commit_pipe();
 	cleanup();
