@@ -272,12 +272,25 @@ static void decide(struct exchange *x, const char *ct, const char *body, size_t 
 	memset(&why, 0, sizeof(why));
 	const char *reason = NULL;
 
+	int retry = 0;
+
+	if (runtime_ratelimit_ip(x->snap, x->remote, &retry) != BROKER_OK) {
+		fail(x, 429, "temporarily_unavailable", "too many requests from this address", NULL);
+		x->res->retry_after = retry;
+		return;
+	}
 	if (token_request_parse(ct, body, len, &x->req, &reason) != BROKER_OK) {
 		fail(x, 400, "invalid_request", reason, NULL);
 		return;
 	}
 	if (!check_request(x) || !verify_token(x))
 		return;
+	if (runtime_ratelimit_subject(x->snap, x->icfg->name, claim_string(x->token->claims, "sub"), &retry) !=
+	    BROKER_OK) {
+		fail(x, 429, "temporarily_unavailable", "too many exchanges for this CI subject", NULL);
+		x->res->retry_after = retry;
+		return;
+	}
 	if (policy_evaluate(runtime_policies(x->snap), x->policy, x->token->claims, &why) != BROKER_OK) {
 		snprintf(x->reason_buf, sizeof(x->reason_buf), "%s", why.audit_reason);
 		fail(x, 403, "access_denied", why.client_reason, x->reason_buf);

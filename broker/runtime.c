@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cibroker/limits.h"
 #include "cibroker/util.h"
 #include "runtime.h"
 
@@ -16,24 +17,20 @@ struct broker_snapshot {
 	struct broker_policy_set *policies;
 	struct broker_signing_keys *keys;
 	struct broker_issuers *issuers;
+	struct broker_ratelimit *rl_ip, *rl_subject; /* per snapshot: buckets reset on reload */
 	char *discovery;
 };
 
-/* ---- replay cache (per instance) ---- */
-#define REPLAY_MAX 1000000
-
-struct replay_entry {
-	char *key;
-	int64_t expires_at;
-};
-
-struct broker_replay {
-	pthread_mutex_t lock;
-	struct replay_entry *slots; /* open addressing */
-	size_t cap, used;
-};
-
 /* ---- metrics ---- */
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
 static const double latency_buckets_ms[] = {0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000};
 #define N_BUCKETS (sizeof(latency_buckets_ms) / sizeof(latency_buckets_ms[0]))
 
@@ -59,7 +56,9 @@ struct broker_state {
 	struct broker_snapshot *cur;
 	struct broker_audit *audit;
 	char *audit_path;
-	struct broker_replay replay;
+	/* Outlives reloads: a token used before a SIGHUP stays used after it.
+	 * replay.redis is read at start; changing it needs a restart. */
+	struct broker_replay *replay;
 	struct broker_metrics metrics;
 	int64_t started_at;
 };
@@ -116,6 +115,11 @@ enum broker_err snapshot_build(struct broker_config *cfg, struct broker_signing_
 		diag_error(d, cfg->path ? cfg->path : "config", 0, 0, "issuers: %s", broker_strerror(err));
 		goto out;
 	}
+	err = ratelimit_create(cfg->rate_per_ip, cfg->burst_per_ip, 100000, &s->rl_ip);
+	if (err == BROKER_OK)
+		err = ratelimit_create(cfg->rate_per_subject, cfg->burst_per_subject, 100000, &s->rl_subject);
+	if (err != BROKER_OK)
+		goto out;
 	s->discovery = render_discovery(cfg);
 	if (!s->discovery) {
 		err = BROKER_ERR_NOMEM;
@@ -154,6 +158,8 @@ void snapshot_unref(struct broker_snapshot *s)
 	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
 	issuers_free(s->issuers);
+	ratelimit_free(s->rl_ip);
+	ratelimit_free(s->rl_subject);
 	policy_set_free(s->policies);
 	signing_keys_free(s->keys);
 	config_free(s->cfg);
@@ -197,13 +203,17 @@ enum broker_err state_create(struct broker_snapshot *snap, struct broker_state *
 	if (!st)
 		return BROKER_ERR_NOMEM;
 	pthread_mutex_init(&st->lock, NULL);
-	pthread_mutex_init(&st->replay.lock, NULL);
 	pthread_mutex_init(&st->metrics.lock, NULL);
 	st->started_at = broker_now();
 	st->audit_path = strdup(snap->cfg->audit_path ? snap->cfg->audit_path : "-");
 	if (!st->audit_path) {
 		state_free(st);
 		return BROKER_ERR_NOMEM;
+	}
+	err = replay_create(snap->cfg->replay_redis, 1000000, &st->replay);
+	if (err != BROKER_OK) {
+		state_free(st);
+		return err;
 	}
 	err = audit_open(st->audit_path, snap->cfg->audit_sync == BROKER_AUDIT_SYNC_ALWAYS, &st->audit);
 	if (err != BROKER_OK) {
@@ -222,9 +232,7 @@ void state_free(struct broker_state *st)
 	snapshot_unref(st->cur);
 	audit_close(st->audit);
 	free(st->audit_path);
-	for (size_t i = 0; i < st->replay.cap; i++)
-		free(st->replay.slots[i].key);
-	free(st->replay.slots);
+	replay_free(st->replay);
 	for (size_t i = 0; i < BROKER_ARRAY_SIZE(st->metrics.buckets); i++) {
 		struct counter_entry *e = st->metrics.buckets[i], *next;
 
@@ -236,7 +244,6 @@ void state_free(struct broker_state *st)
 		}
 	}
 	pthread_mutex_destroy(&st->lock);
-	pthread_mutex_destroy(&st->replay.lock);
 	pthread_mutex_destroy(&st->metrics.lock);
 	free(st);
 }
@@ -327,106 +334,7 @@ char *state_readiness(struct broker_state *st, bool *ret_ready)
 	return out;
 }
 
-/* ---- replay ---- */
-
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
-}
-
-static void replay_sweep(struct broker_replay *r, int64_t now)
-{
-	/* Rebuild without expired entries: open addressing cannot just delete. */
-	struct replay_entry *old = r->slots;
-	size_t cap = r->cap;
-
-	r->slots = calloc(cap, sizeof(*r->slots));
-	if (!r->slots) {
-		r->slots = old;
-		return;
-	}
-	r->used = 0;
-	for (size_t i = 0; i < cap; i++) {
-		if (!old[i].key)
-			continue;
-		if (old[i].expires_at < now) {
-			free(old[i].key);
-			continue;
-		}
-		size_t j = fnv1a(old[i].key) & (cap - 1);
-		while (r->slots[j].key)
-			j = (j + 1) & (cap - 1);
-		r->slots[j] = old[i];
-		r->used++;
-	}
-	free(old);
-}
-
-static enum broker_err replay_local(struct broker_replay *r, const char *key, int64_t expires_at)
-{
-	enum broker_err err = BROKER_OK;
-	int64_t now = broker_now();
-	size_t j;
-
-	pthread_mutex_lock(&r->lock);
-	if (!r->slots) {
-		r->cap = 1024;
-		r->slots = calloc(r->cap, sizeof(*r->slots));
-		if (!r->slots) {
-			err = BROKER_ERR_UPSTREAM;
-			goto out;
-		}
-	}
-	if ((r->used + 1) * 2 > r->cap) {
-		replay_sweep(r, now);
-		if ((r->used + 1) * 2 > r->cap) {
-			size_t ncap = r->cap * 2;
-			struct replay_entry *ns;
-
-			if (ncap > 2 * REPLAY_MAX || !(ns = calloc(ncap, sizeof(*ns)))) {
-				err = BROKER_ERR_UPSTREAM; /* full: refuse, never pass silently */
-				goto out;
-			}
-			for (size_t i = 0; i < r->cap; i++) {
-				if (!r->slots[i].key)
-					continue;
-				size_t k = fnv1a(r->slots[i].key) & (ncap - 1);
-				while (ns[k].key)
-					k = (k + 1) & (ncap - 1);
-				ns[k] = r->slots[i];
-			}
-			free(r->slots);
-			r->slots = ns;
-			r->cap = ncap;
-		}
-	}
-	j = fnv1a(key) & (r->cap - 1);
-	while (r->slots[j].key) {
-		if (strcmp(r->slots[j].key, key) == 0) {
-			if (r->slots[j].expires_at >= now) {
-				err = BROKER_ERR_REPLAY;
-				goto out;
-			}
-			r->slots[j].expires_at = expires_at;
-			goto out;
-		}
-		j = (j + 1) & (r->cap - 1);
-	}
-	r->slots[j].key = strdup(key);
-	if (!r->slots[j].key) {
-		err = BROKER_ERR_UPSTREAM;
-		goto out;
-	}
-	r->slots[j].expires_at = expires_at;
-	r->used++;
-out:
-	pthread_mutex_unlock(&r->lock);
-	return err;
-}
+/* ---- replay and rate limits ---- */
 
 enum broker_err runtime_replay_check(struct broker_state *st, const char *issuer, const char *jti, int64_t expires_at)
 {
@@ -435,7 +343,27 @@ enum broker_err runtime_replay_check(struct broker_state *st, const char *issuer
 
 	if (asprintf(&key, "%s\n%s", issuer, jti) < 0)
 		return BROKER_ERR_UPSTREAM;
-	err = replay_local(&st->replay, key, expires_at);
+	err = replay_check(st->replay, key, expires_at);
+	free(key);
+	return err;
+}
+
+enum broker_err runtime_ratelimit_ip(struct broker_snapshot *s, const char *remote, int *ret_retry_after)
+{
+	return ratelimit_take(s->rl_ip, remote, broker_mono_us(), ret_retry_after);
+}
+
+enum broker_err runtime_ratelimit_subject(struct broker_snapshot *s, const char *issuer, const char *sub,
+					  int *ret_retry_after)
+{
+	char *key = NULL;
+	enum broker_err err;
+
+	if (!s->rl_subject)
+		return BROKER_OK;
+	if (asprintf(&key, "%s\n%s", issuer, sub) < 0)
+		return BROKER_ERR_NOMEM;
+	err = ratelimit_take(s->rl_subject, key, broker_mono_us(), ret_retry_after);
 	free(key);
 	return err;
 }

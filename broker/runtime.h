@@ -18,6 +18,11 @@ const struct broker_signing_keys *runtime_signing_keys(const struct broker_snaps
 enum broker_err runtime_replay_check(struct broker_state *st, const char *issuer, const char *jti,
 				     int64_t expires_at);
 
+/* Token buckets of the current snapshot (no-ops when not configured). */
+enum broker_err runtime_ratelimit_ip(struct broker_snapshot *s, const char *remote, int *ret_retry_after);
+enum broker_err runtime_ratelimit_subject(struct broker_snapshot *s, const char *issuer, const char *sub,
+					  int *ret_retry_after);
+
 /* aws credential: fills *ret_credential (audit) and *ret_body (answer) on success,
  * or the result's status/error and *ret_reason on failure. */
 bool runtime_mint_aws(struct broker_state *st, struct broker_snapshot *s, const struct broker_policy *p,

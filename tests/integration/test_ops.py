@@ -1,0 +1,283 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Operations with the real binary: rate limits, single use (memory and
+Redis), SIGHUP reload, TLS on the listener, graceful SIGTERM, and scale-out:
+three brokers behind nginx sharing Redis for replay."""
+import concurrent.futures
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import jwt
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from harness import Broker, Issuer, free_port, github_issuer_config, jwt_policy, main, yaml_dump
+
+
+def start_redis(tmp):
+    exe = shutil.which("redis-server")
+    if not exe:
+        raise unittest.SkipTest("redis-server not installed")
+    port = free_port()
+    p = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                          "--dir", tmp, "--protected-mode", "yes"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p, port
+        except OSError:
+            time.sleep(0.05)
+    p.kill()
+    raise RuntimeError("redis did not start")
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+class OpsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.issuer = Issuer().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.issuer.stop()
+
+    def broker(self, icfg=None, policies=None, **kw):
+        b = Broker([github_issuer_config(self.issuer, **(icfg or {}))], policies or [jwt_policy()], **kw)
+        self.addCleanup(b.stop)
+        return b
+
+    def test_rate_limit_per_ip(self):
+        b = self.broker(extra={"rate_limits": {"per_ip": {"rate": 0.2, "burst": 2}}}).start()
+        codes = [b.exchange(self.issuer.mint(), "web-deploy-prod") for _ in range(3)]
+        self.assertEqual([r.status_code for r in codes[:2]], [200, 200])
+        self.assertEqual(codes[2].status_code, 429)
+        self.assertGreaterEqual(int(codes[2].headers["Retry-After"]), 1)
+        self.assertEqual(codes[2].json()["error"], "temporarily_unavailable")
+
+    def test_rate_limit_per_subject(self):
+        b = self.broker(extra={"rate_limits": {"per_subject": {"rate": 0.2, "burst": 1}}}).start()
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 429)
+        other = self.issuer.mint({"sub": "repo:acme/web:ref:refs/heads/other"})
+        self.assertEqual(b.exchange(other, "web-deploy-prod").status_code, 200)
+
+    def test_single_use_in_memory(self):
+        b = self.broker(icfg={"single_use": True}).start()
+        tok = self.issuer.mint()
+        self.assertEqual(b.exchange(tok, "web-deploy-prod").status_code, 200)
+        r = b.exchange(tok, "web-deploy-prod")
+        self.assertEqual(r.status_code, 400)
+        self.assertEqual(r.json()["error"], "invalid_grant")
+        self.assertEqual(b.exchange(self.issuer.mint({"jti": None}), "web-deploy-prod").status_code, 400)
+
+    def test_single_use_redis_down_is_503(self):
+        b = self.broker(icfg={"single_use": True}, extra={"replay": {"redis": f"redis://127.0.0.1:{free_port()}"}})
+        b.start()
+        r = b.exchange(self.issuer.mint(), "web-deploy-prod")
+        self.assertEqual(r.status_code, 503, r.text)
+        self.assertNotIn("access_token", r.text)
+
+    def test_sighup_reload(self):
+        b = self.broker().start()
+        self.assertEqual(b.exchange(self.issuer.mint(), "second").status_code, 400)
+        with open(os.path.join(b.config["policies"], "new.yaml"), "w") as f:
+            f.write(yaml_dump(jwt_policy(name="second")))
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15
+        while time.time() < deadline and b.exchange(self.issuer.mint(), "second").status_code != 200:
+            time.sleep(0.2)
+        self.assertEqual(b.exchange(self.issuer.mint(), "second").status_code, 200)
+        # a broken policy: the reload is refused, the old snapshot keeps serving
+        with open(os.path.join(b.config["policies"], "bad.yaml"), "w") as f:
+            f.write("name: broken\nisuer: github\n")
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline and 'result="failed"} 1' not in requests.get(b.url + "/metrics").text:
+            time.sleep(0.1)
+        self.assertIn('cibroker_reloads_total{result="failed"} 1', requests.get(b.url + "/metrics").text)
+        self.assertEqual(b.exchange(self.issuer.mint(), "second").status_code, 200)
+        self.assertIn("bad.yaml:2:1", b.log())
+
+    def test_sigterm_drains_and_exits_zero(self):
+        b = self.broker().start()
+        tokens = [self.issuer.mint() for _ in range(50)]
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            futs = [ex.submit(b.exchange, t, "web-deploy-prod") for t in tokens[:20]]
+            time.sleep(0.05)
+            rc = b.stop()
+            answered = []
+            for f in futs:
+                try:
+                    r = f.result()
+                    if r.status_code == 200:
+                        answered.append(jwt.decode(r.json()["access_token"],
+                                                   options={"verify_signature": False})["jti"])
+                except requests.RequestException:
+                    pass
+        self.assertEqual(rc, 0)
+        ids = {rec["credential"]["id"] for rec in b.audit_records() if rec.get("credential")}
+        self.assertTrue(set(answered) <= ids)
+
+    def test_tls_listener(self):
+        tmp = tempfile.mkdtemp()
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+                .not_valid_after(now + datetime.timedelta(hours=1))
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                               critical=False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        cpath, kpath = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+        with open(cpath, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(kpath, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        os.chmod(kpath, 0o600)
+        b = self.broker(extra={"tls": {"cert": cpath, "key": kpath}})
+        b.url = b.url.replace("http://", "https://")
+        b.proc = subprocess.Popen([os.environ.get("CIBROKER_BIN"), "serve", "--config", b.config_path],
+                                  stderr=open(b.stderr_path, "w"), stdout=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        ok = False
+        while time.time() < deadline and not ok:
+            try:
+                ok = requests.get(b.url + "/readyz", verify=cpath, timeout=1).status_code == 200
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.assertTrue(ok, b.log())
+        r = requests.post(b.url + "/v1/token", verify=cpath, data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": self.issuer.mint(),
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "audience": "web-deploy-prod"})
+        self.assertEqual(r.status_code, 200, r.text)
+        with self.assertRaises(requests.RequestException):
+            requests.get(b.url.replace("https://", "http://") + "/healthz", timeout=2)
+
+
+class ScaleOutTest(unittest.TestCase):
+    """Three brokers behind nginx on loopback, Redis for replay."""
+
+    def setUp(self):
+        if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+            self.skipTest("nginx not installed")
+        self.tmp = tempfile.mkdtemp(prefix="cibroker-scale-")
+        self.issuer = Issuer().start()
+        self.addCleanup(self.issuer.stop)
+        self.redis, rport = start_redis(self.tmp)
+        self.addCleanup(stop, self.redis)
+        self.brokers = []
+        for _ in range(3):
+            b = Broker([github_issuer_config(self.issuer, single_use=True)], [jwt_policy()],
+                       extra={"replay": {"redis": f"redis://127.0.0.1:{rport}"}}, audit_sync="always")
+            self.addCleanup(b.stop)
+            self.brokers.append(b.start())
+        self.port = free_port()
+        conf = os.path.join(self.tmp, "nginx.conf")
+        upstreams = "\n".join(f"server 127.0.0.1:{b.port} max_fails=1 fail_timeout=5s;" for b in self.brokers)
+        with open(conf, "w") as f:
+            f.write(f"""daemon off; worker_processes 1; pid {self.tmp}/nginx.pid; error_log {self.tmp}/error.log;
+user root;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.tmp}/body; proxy_temp_path {self.tmp}/proxy;
+  fastcgi_temp_path {self.tmp}/fcgi; uwsgi_temp_path {self.tmp}/uwsgi; scgi_temp_path {self.tmp}/scgi;
+  upstream brokers {{ {upstreams} }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{ proxy_pass http://brokers; proxy_next_upstream error timeout; proxy_http_version 1.1; }}
+  }}
+}}
+""")
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.nginx = subprocess.Popen([exe, "-c", conf, "-p", self.tmp], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        self.addCleanup(stop, self.nginx)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+
+    def exchange(self, url, tok):
+        return requests.post(url + "/v1/token", data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": tok,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "audience": "web-deploy-prod"}, timeout=30)
+
+    def test_replay_through_another_instance_refused(self):
+        tok = self.issuer.mint()
+        self.assertEqual(self.exchange(self.brokers[0].url, tok).status_code, 200)
+        for b in self.brokers[1:]:
+            r = self.exchange(b.url, tok)
+            self.assertEqual(r.status_code, 400)
+            self.assertEqual(r.json()["error"], "invalid_grant")
+        self.assertEqual(self.exchange(self.url, tok).status_code, 400)
+
+    def test_kill_instance_under_load_loses_no_record(self):
+        answered = []
+        lock = threading.Lock()
+        tokens = [self.issuer.mint() for _ in range(300)]
+
+        def worker(chunk):
+            for t in chunk:
+                try:
+                    r = self.exchange(self.url, t)
+                except requests.RequestException:
+                    continue
+                if r.status_code == 200:
+                    jti = jwt.decode(r.json()["access_token"], options={"verify_signature": False})["jti"]
+                    with lock:
+                        answered.append(jti)
+
+        threads = [threading.Thread(target=worker, args=(tokens[i::6],)) for i in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        self.brokers[1].proc.send_signal(signal.SIGKILL)
+        for t in threads:
+            t.join()
+        self.assertGreater(len(answered), 200)
+        ids = set()
+        for b in self.brokers:
+            with open(b.audit_path, "rb") as f:
+                for line in f.read().split(b"\n"):
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if rec.get("credential"):
+                        ids.add(rec["credential"]["id"])
+        self.assertEqual([j for j in answered if j not in ids], [])
+
+
+if __name__ == "__main__":
+    main()
