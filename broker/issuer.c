@@ -159,8 +159,16 @@ static enum broker_err http_get(const struct broker_issuer *iss, const char *url
 	SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
 	SET(CURLOPT_SSL_VERIFYPEER, 1L);
 	SET(CURLOPT_SSL_VERIFYHOST, 2L);
-	if (iss->cfg->ca_file)
+	if (iss->cfg->ca_file) {
+		/* ca_file is an *extra* CA (DESIGN.md): it replaces the default
+		 * bundle file, so keep the system CAs through libcurl's default
+		 * hashed directory (/etc/ssl/certs on Debian). */
+		char *capath = NULL;
+
 		SET(CURLOPT_CAINFO, iss->cfg->ca_file);
+		if (curl_easy_getinfo(h, CURLINFO_CAPATH, &capath) == CURLE_OK && capath)
+			SET(CURLOPT_CAPATH, capath);
+	}
 	SET(CURLOPT_CONNECTTIMEOUT, HTTP_CONNECT_TIMEOUT_S);
 	SET(CURLOPT_TIMEOUT, HTTP_TOTAL_TIMEOUT_S);
 	SET(CURLOPT_NOSIGNAL, 1L);
