@@ -139,7 +139,7 @@ static enum broker_err read_tail(const char *path, const struct stat *wst, char 
 			err = BROKER_ERR_TOOBIG;
 			goto out;
 		}
-		chunk *= 4;
+		chunk = chunk * 4 > AUDIT_MAX_READ_LINE ? AUDIT_MAX_READ_LINE + 1 : chunk * 4;
 	}
 	line = nl ? nl + 1 : buf;
 	line_len = (size_t)(buf + n - line);
@@ -286,6 +286,10 @@ void audit_close(struct broker_audit *a)
 		free(a->cur->buf);
 		free(a->cur);
 	}
+	/* Everything was written already; with sync none, make it durable now
+	 * (SIGTERM). Nobody is left to hear about an error. */
+	if (a->sink.fd >= 0 && a->sink.is_regular && !a->sync_always)
+		(void)fdatasync(a->sink.fd);
 	sink_close(&a->sink);
 	pthread_mutex_destroy(&a->mu);
 	pthread_cond_destroy(&a->cv);

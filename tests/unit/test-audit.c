@@ -476,6 +476,38 @@ static void test_torn(void)
 		fclose(f);
 }
 
+/* The last line is found by reading backwards in growing chunks. */
+static void test_long_tail(void)
+{
+	const char *path = tpath("long.jsonl");
+	struct broker_audit *a = NULL;
+	unsigned long ilines = 0;
+	size_t big = 300 * 1000;
+	char *line = malloc(big + 200);
+	FILE *f;
+
+	if (!line)
+		return;
+	memset(line, 'a', big + 200);
+	memcpy(line, "{\"x\":\"", 6);
+	snprintf(line + big, 200, "\",\"prev\":\"%064d\"}\n", 0);
+	f = fopen(path, "w");
+	fputs(line, f);
+	fclose(f);
+	CHECK(audit_open(path, false, &a) == BROKER_OK && write_n(a, 2, 0) == BROKER_OK, "open after a 300 kB line");
+	audit_close(a);
+	CHECK(independent_check(path, &ilines) == 0 && ilines == 3, "chained to the long line");
+
+	/* Over 1 MiB without a newline: not a file the broker wrote. */
+	f = fopen(path, "a");
+	for (int i = 0; i < 4; i++)
+		fwrite(line, 1, big, f);
+	fclose(f);
+	a = NULL;
+	CHECK(audit_open(path, false, &a) == BROKER_ERR_TOOBIG && !a, "refuse a last line over 1 MiB");
+	free(line);
+}
+
 /* ---- fail closed, recover ---- */
 
 static void test_dev_full(void)
@@ -837,6 +869,7 @@ int main(void)
 	test_tamper();
 	test_restart();
 	test_torn();
+	test_long_tail();
 	test_dev_full();
 	test_partial_write();
 	test_stdout();
