@@ -388,7 +388,7 @@ int cmd_dev(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
-	const char *listen = "127.0.0.1:8080", *policies = NULL, *audience = "web-deploy-prod", *why = NULL;
+	const char *listen = "127.0.0.1:8080", *policies = NULL, *audience = "api-deploy-prod", *why = NULL;
 	char public_url[300];
 	struct devissuer *dev = NULL;
 	struct broker_signing_keys *keys = NULL;

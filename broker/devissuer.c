@@ -96,35 +96,51 @@ const char *devissuer_url(const struct devissuer *d)
 	return d->url;
 }
 
-/* Claims of a push to main of acme/web in GitHub Actions' shape, or a GitLab
- * pipeline's; the example policies in policies/ are written against them. */
+/* The claim sets of ../shared/testdata/claims/ (GitHub Actions: a push to
+ * main of acme/api in environment production; GitLab: my-group/my-project),
+ * with fresh times and jti. The example policies in policies/ accept them. */
 static json_t *default_claims(const struct devissuer *d, bool gitlab, int64_t now)
 {
 	char jti[23];
+	json_t *c;
 
 	if (broker_random_id(jti) != BROKER_OK)
 		return NULL;
 	if (gitlab)
-		return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-				 " s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
-				 "iss", d->url, "aud", d->audience, "sub",
-				 "project_path:acme/web:ref_type:branch:ref:main", "jti", jti, "iat", (json_int_t)now,
-				 "nbf", (json_int_t)now - 5, "exp", (json_int_t)now + 300, "namespace_id", "72",
-				 "namespace_path", "acme", "project_id", "20", "project_path", "acme/web", "user_login",
-				 "alice", "pipeline_id", "574", "pipeline_source", "push", "job_id", "302", "ref", "main",
-				 "ref_type", "branch", "ref_path", "refs/heads/main", "ref_protected", "true",
-				 "environment", "production", "environment_protected", "true", "sha",
-				 "714a629c0b401fdce83e847fc9589983fc6f46bc");
-	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-			 " s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
-			 "iss", d->url, "aud", d->audience, "sub", "repo:acme/web:environment:prod", "jti", jti, "iat",
-			 (json_int_t)now, "nbf", (json_int_t)now - 5, "exp", (json_int_t)now + 300, "actor", "alice",
-			 "actor_id", "68485867", "event_name", "push", "ref", "refs/heads/main", "ref_type", "branch",
-			 "ref_protected", "true", "sha", "c4421ba5d6b1e3f0a9c8b7d6e5f4a3b2c1d0e9f8", "environment",
-			 "prod", "repository", "acme/web", "repository_id", "89221572", "repository_owner", "acme",
-			 "repository_owner_id", "5000", "repository_visibility", "private", "workflow", "Deploy",
-			 "job_workflow_ref", "acme/web/.github/workflows/deploy.yml@refs/heads/main", "run_id",
-			 "20143266074", "run_attempt", "1", "runner_environment", "github-hosted");
+		c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
+			      " s:s, s:s, s:s, s:i, s:s, s:s}",
+			      "sub", "project_path:my-group/my-project:ref_type:branch:ref:main", "namespace_id", "72",
+			      "namespace_path", "my-group", "project_id", "20", "project_path", "my-group/my-project",
+			      "project_visibility", "private", "user_id", "1", "user_login", "sample-user",
+			      "user_access_level", "owner", "pipeline_id", "574", "pipeline_source", "push", "job_id",
+			      "302", "ref", "main", "ref_type", "branch", "ref_path", "refs/heads/main", "ref_protected",
+			      "true", "environment", "production", "environment_protected", "true", "deployment_tier",
+			      "production", "runner_environment", "gitlab-hosted", "sha",
+			      "714a629c0b401fdce83e847fc9589983fc6f46bc", "runner_id", 1, "ci_config_ref_uri",
+			      "gitlab.example.com/my-group/my-project//.gitlab-ci.yml@refs/heads/main", "ci_config_sha",
+			      "714a629c0b401fdce83e847fc9589983fc6f46bc");
+	else
+		c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
+			      " s:s, s:s, s:s, s:s, s:s, s:s}",
+			      "sub", "repo:acme/api:environment:production", "actor", "alice", "actor_id", "68485867",
+			      "event_name", "push", "ref", "refs/heads/main", "ref_type", "branch", "ref_protected", "true",
+			      "sha", "c4421ba5d6b1e3f0a9c8b7d6e5f4a3b2c1d0e9f8", "environment", "production", "repository",
+			      "acme/api", "repository_id", "89221572", "repository_owner", "acme", "repository_owner_id",
+			      "365230", "repository_visibility", "private", "workflow", "Deploy", "workflow_ref",
+			      "acme/api/.github/workflows/deploy.yml@refs/heads/main", "workflow_sha",
+			      "c4421ba5d6b1e3f0a9c8b7d6e5f4a3b2c1d0e9f8", "job_workflow_ref",
+			      "acme/shared/.github/workflows/deploy.yml@refs/heads/main", "job_workflow_sha",
+			      "c9ed89cf0a1b2c3d4e5f60718293a4b5c6d7e8f9", "run_id", "20143266074", "run_number", "2",
+			      "run_attempt", "1", "runner_environment", "github-hosted");
+	if (!c)
+		return NULL;
+	json_object_set_new(c, "iss", json_string(d->url));
+	json_object_set_new(c, "aud", json_string(d->audience));
+	json_object_set_new(c, "jti", json_string(jti));
+	json_object_set_new(c, "iat", json_integer(now));
+	json_object_set_new(c, "nbf", json_integer(now - 5));
+	json_object_set_new(c, "exp", json_integer(now + 300));
+	return c;
 }
 
 static char *sign_rs256(const struct devissuer *d, const json_t *claims)
@@ -195,10 +211,15 @@ bool devissuer_handle(struct devissuer *d, const char *method, const char *path,
 				json_object_set(claims, k, v);
 		}
 		json_decref(over);
-		*ret_status = 200;
-		*ret_type = "text/plain; charset=utf-8";
 		*ret_body = claims ? sign_rs256(d, claims) : NULL;
 		json_decref(claims);
+		if (!*ret_body) {
+			*ret_status = 500;
+			*ret_body = strdup("{\"error\":\"server_error\",\"error_description\":\"could not mint a dev token\"}");
+			return true;
+		}
+		*ret_status = 200;
+		*ret_type = "text/plain; charset=utf-8";
 		return true;
 	}
 	return false;

@@ -301,11 +301,19 @@ class DevModeTest(unittest.TestCase):
                 time.sleep(0.1)
             tok = requests.post(url + "/dev/token").text
             r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
-                                                       "subject_token_type": JWT_TYPE, "audience": "web-deploy-prod"})
+                                                       "subject_token_type": JWT_TYPE, "audience": "api-deploy-prod"})
             self.assertEqual(r.status_code, 200, r.text)
             tok = requests.post(url + "/dev/token", json={"ref": "refs/heads/feature"}).text
             r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
-                                                       "subject_token_type": JWT_TYPE, "audience": "web-deploy-prod"})
+                                                       "subject_token_type": JWT_TYPE, "audience": "api-deploy-prod"})
+            self.assertEqual(r.status_code, 403, r.text)
+            tok = requests.post(url + "/dev/token?shape=gitlab").text
+            r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
+                                                       "subject_token_type": JWT_TYPE,
+                                                       "audience": "gitlab-main-deploy"})
+            self.assertEqual(r.status_code, 200, r.text)
+            r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
+                                                       "subject_token_type": JWT_TYPE, "audience": "api-deploy-prod"})
             self.assertEqual(r.status_code, 403, r.text)
         finally:
             p.terminate()

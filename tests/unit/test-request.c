@@ -23,7 +23,7 @@ static const struct {
 	{FORM, "unknown=1&audience=web", 0, 1, "web", NULL},        /* unknown ignored */
 	{FORM, "audience=web&&", 0, 1, "web", NULL},
 	{FORM, "audience=a&audience=b", 0, 0, NULL, NULL},          /* duplicate */
-	{FORM, "audience=a&aud%65nce=b", 0, 0, NULL, NULL},         /* duplicate via escape */
+	{FORM, "audience=a&audi%65nce=b", 0, 0, NULL, NULL},         /* duplicate via escape */
 	{FORM, "x=1&x=2", 0, 0, NULL, NULL},                        /* any duplicate */
 	{FORM, "audience=%zz", 0, 0, NULL, NULL},
 	{FORM, "audience=%4", 0, 0, NULL, NULL},
