@@ -154,7 +154,7 @@ static char *expand_nul(const char *s, size_t *ret_len)
 	return out;
 }
 
-enum sig_kind { SIG_JWS, SIG_DER, SIG_ZERO, SIG_JUNK, SIG_HMAC_PEM, SIG_HMAC_JWK };
+enum sig_kind { SIG_JWS, SIG_JWS_TRAILING_BYTE, SIG_DER, SIG_ZERO, SIG_JUNK, SIG_HMAC_PEM, SIG_HMAC_JWK };
 
 static char *make_token(const char *alg, EVP_PKEY *k, const char *header, const char *payload, enum sig_kind kind)
 {
@@ -167,6 +167,12 @@ static char *make_token(const char *alg, EVP_PKEY *k, const char *header, const 
 	switch (kind) {
 	case SIG_JWS:
 	case SIG_DER: sig = sign(alg, k, input, strlen(input), &sl, kind == SIG_DER); break;
+	case SIG_JWS_TRAILING_BYTE:
+		/* A valid signature plus one byte: must not be read as its prefix. */
+		sig = sign(alg, k, input, strlen(input), &sl, 0);
+		sig = realloc(sig, sl + 1);
+		sig[sl++] = 0;
+		break;
 	case SIG_ZERO:
 		sl = 64;
 		sig = calloc(1, sl);
@@ -364,6 +370,10 @@ static const struct row rows[] = {
 
 	/* signatures */
 	{"ES256 DER signature", "ES256", "ec", NULL, NULL, NULL, SIG_DER, "signature invalid"},
+	{"ES256 signature with a trailing byte", "ES256", "ec", NULL, NULL, NULL, SIG_JWS_TRAILING_BYTE,
+	 "signature invalid"},
+	{"RS256 signature with a trailing byte", "RS256", "rsa", NULL, NULL, NULL, SIG_JWS_TRAILING_BYTE,
+	 "signature invalid"},
 	{"ES256 all-zero signature", "ES256", "ec", NULL, NULL, NULL, SIG_ZERO, "signature invalid"},
 	{"RS256 junk signature", "RS256", "rsa", NULL, NULL, NULL, SIG_JUNK, "signature invalid"},
 	{"RS256 signed by another key", "RS256", "rsa", "rsab", NULL, NULL, SIG_JWS, "signature invalid"},
@@ -786,6 +796,26 @@ static void run_jwks_rows(void)
 		     BROKER_OK, 1, "p521");
 	}
 	{
+		/* Even RSA modulus: EVP_PKEY_fromdata takes it, the public
+		 * check must not. */
+		BIGNUM *bn = NULL;
+		unsigned char buf[512];
+		char *nb, *e, *k;
+		int len;
+
+		EVP_PKEY_get_bn_param(rsa2048, OSSL_PKEY_PARAM_RSA_N, &bn);
+		BN_clear_bit(bn, 0);
+		len = BN_bn2bin(bn, buf);
+		BN_free(bn);
+		nb = b64url_encode(buf, (size_t)len);
+		e = b64_bn(rsa2048, OSSL_PKEY_PARAM_RSA_E, 0);
+		k = xasprintf("{\"kty\":\"RSA\",\"kid\":\"even\",\"n\":\"%s\",\"e\":\"%s\"}", nb, e);
+		CASE("RSA even modulus skipped", xasprintf("{\"keys\":[%s,%s]}", good, k), BROKER_OK, 1, "even");
+		free(nb);
+		free(e);
+		free(k);
+	}
+	{
 		/* EC point off the curve: flip a bit of y. */
 		char *k = jwk_of(ec256, "bad", ""), *y = strstr(k, "\"y\":\"") + 5;
 
@@ -910,6 +940,33 @@ static void check_key_algs(void)
 	token_free(NULL);
 }
 
+/* The signature primitive refuses what the JWK layer already filters:
+ * a second line of defence for callers that build keys themselves. */
+static void check_raw_primitive(void)
+{
+	static const unsigned char msg[] = "header.payload";
+	size_t sl;
+	unsigned char *sig = sign("RS256", rsa1024, msg, sizeof(msg) - 1, &sl, 0);
+
+	CHECK(jws_verify_raw(BROKER_ALG_RS256, rsa1024, msg, sizeof(msg) - 1, sig, sl) == BROKER_ERR_TOKEN,
+	      "RSA-1024 signature accepted by jws_verify_raw");
+	free(sig);
+	sig = sign("RS256", rsa2048, msg, sizeof(msg) - 1, &sl, 0);
+	CHECK(jws_verify_raw(BROKER_ALG_RS256, rsa2048, msg, sizeof(msg) - 1, sig, sl) == BROKER_OK,
+	      "RSA-2048 signature rejected by jws_verify_raw");
+	CHECK(jws_verify_raw(BROKER_ALG_ES256, rsa2048, msg, sizeof(msg) - 1, sig, sl) == BROKER_ERR_TOKEN,
+	      "RSA key used for ES256");
+	CHECK(jws_verify_raw(0, rsa2048, msg, sizeof(msg) - 1, sig, sl) == BROKER_ERR_TOKEN, "no alg");
+	free(sig);
+	sig = sign("ES256", ec256, msg, sizeof(msg) - 1, &sl, 0);
+	CHECK(jws_verify_raw(BROKER_ALG_ES256, ec256, msg, sizeof(msg) - 1, sig, sl) == BROKER_OK, "ES256 raw");
+	CHECK(jws_verify_raw(BROKER_ALG_ES384, ec256, msg, sizeof(msg) - 1, sig, sl) == BROKER_ERR_TOKEN,
+	      "P-256 key used for ES384");
+	CHECK(jws_verify_raw(BROKER_ALG_RS256, ec256, msg, sizeof(msg) - 1, sig, sl) == BROKER_ERR_TOKEN,
+	      "EC key used for RS256");
+	free(sig);
+}
+
 static void check_parse_outputs(void)
 {
 	char *tok = valid_token("ES256", "ec", "", CLAIMS);
@@ -983,6 +1040,7 @@ int main(void)
 	run_jwks_rows();
 	check_key_algs();
 	check_parse_outputs();
+	check_raw_primitive();
 
 	jwks_unref(keyset);
 	free(jwks);
