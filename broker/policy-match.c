@@ -242,9 +242,20 @@ static enum broker_err pattern_compile(const struct doc_node *n, const char *fil
 		if (r == BROKER_ERR_CONFIG)
 			diag_error(d, file, src->line, src->col, "condition on '%s': bad regex: %s", claim, err);
 	} else {
-		/* Plain YAML numbers and booleans are kept as their text, which
-		 * is how number/boolean claims compare. */
-		r = compile_glob_or_exact(p, src->str, src->len);
+		/* Plain YAML numbers are kept as their text, which is how number
+		 * claims compare; plain booleans (true, True, TRUE) become the
+		 * JSON spelling a boolean claim has. */
+		const char *text = src->str;
+		size_t len = src->len;
+
+		if (doc_scalar_type(src) == DOC_TYPE_BOOL) {
+			json_t *b = doc_to_json(src);
+
+			text = json_is_true(b) ? "true" : "false";
+			len = strlen(text);
+			json_decref(b);
+		}
+		r = compile_glob_or_exact(p, text, len);
 	}
 	return r;
 }
