@@ -202,6 +202,11 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	snap = NULL; /* owned by st */
+	struct audit_stats as;
+	audit_get_stats(state_audit(st), &as);
+	if (as.torn_recovered)
+		log_line("warning", "audit log %s ended in a record cut short by a crash; it was terminated and the "
+			 "chain continues after it (cibroker audit verify reports it)", cfg->audit_path);
 	if (server_start(st, &so, &srv, &why) != BROKER_OK) {
 		fprintf(stderr, "cibroker serve: %s: %s\n", so.listen, why);
 		goto out;

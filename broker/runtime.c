@@ -325,7 +325,9 @@ char *state_readiness(struct broker_state *st, bool *ret_ready)
 			json_array_append_new(missing, json_string(buf));
 		}
 	}
-	if (!audit_healthy(state_audit(st)))
+	/* An unhealthy sink is re-probed here, so an instance drained by a full
+	 * disk comes back by itself once space is freed. */
+	if (!audit_healthy(state_audit(st)) && audit_probe(state_audit(st)) != BROKER_OK)
 		json_array_append_new(missing, json_string("audit: sink not writable"));
 	*ret_ready = json_array_size(missing) == 0;
 	out = json_dumps(missing, JSON_COMPACT);
@@ -492,6 +494,17 @@ char *state_metrics_render(struct broker_state *st)
 	fprintf(f, "# HELP cibroker_audit_errors_total Audit records that could not be written.\n");
 	fprintf(f, "# TYPE cibroker_audit_errors_total counter\ncibroker_audit_errors_total %llu\n",
 		(unsigned long long)m->audit_errors);
+	struct audit_stats as;
+	audit_get_stats(state_audit(st), &as);
+	fprintf(f, "# HELP cibroker_audit_records_total Audit records written.\n");
+	fprintf(f, "# TYPE cibroker_audit_records_total counter\ncibroker_audit_records_total %llu\n",
+		(unsigned long long)as.records);
+	fprintf(f, "# HELP cibroker_audit_batches_total Group commits (one write, at most one fdatasync).\n");
+	fprintf(f, "# TYPE cibroker_audit_batches_total counter\ncibroker_audit_batches_total %llu\n",
+		(unsigned long long)as.batches);
+	fprintf(f, "# HELP cibroker_audit_syncs_total fdatasync calls on the audit log.\n");
+	fprintf(f, "# TYPE cibroker_audit_syncs_total counter\ncibroker_audit_syncs_total %llu\n",
+		(unsigned long long)as.syncs);
 	fprintf(f, "# HELP cibroker_reloads_total Configuration reloads by result.\n");
 	fprintf(f, "# TYPE cibroker_reloads_total counter\n");
 	fprintf(f, "cibroker_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)m->reloads_ok);
