@@ -2,7 +2,7 @@
 /* sts:AssumeRole for the `aws` credential kind. libcurl signs (SigV4), libxml2
  * parses; this file only builds the form, walks the answer and decides what a
  * failure means for the caller. */
-#include "cibroker/mint-aws.h"
+#include "aws-int.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -19,49 +19,6 @@
 
 #include "cibroker/util.h"
 
-#define STS_NS "https://sts.amazonaws.com/doc/2011-06-15/"
-#define STS_VERSION "2011-06-15"
-#define RESPONSE_MAX (1024 * 1024)
-#define CREDENTIALS_FILE_MAX (64 * 1024)
-#define WEB_TOKEN_MAX (16 * 1024)
-#define ACCESS_KEY_ID_MAX 128
-#define SECRET_MAX 256
-#define SESSION_TOKEN_MAX 16384
-#define RETRY_DEFAULT 2  /* s: throttling and 5xx without Retry-After */
-#define RETRY_CEILING 60
-#define REFRESH_FAIL_HOLDOFF_US (5 * 1000000LL) /* don't hammer STS while it is down */
-
-enum identity_source { SOURCE_ENV, SOURCE_WEB_IDENTITY, SOURCE_PROFILE };
-
-/* The broker's own signing identity. token/expiration only for temporary ones. */
-struct identity {
-	char *access_key_id;
-	char *secret;
-	char *token;
-	int64_t expiration; /* 0: static, never refreshed */
-};
-
-struct broker_aws {
-	char *endpoint;
-	char *region;
-	char *sigv4;         /* "aws:amz:<region>:sts" */
-	bool plain_http;     /* loopback test endpoints only */
-	enum identity_source source;
-	char *web_token_file;
-	char *web_role_arn;
-	char *web_session_name;
-	long connect_ms, total_ms;
-	int64_t refresh_margin;
-
-	pthread_mutex_t lock;
-	pthread_cond_t refreshed;
-	bool lock_init;
-	struct identity id;       /* under lock */
-	bool refreshing;          /* under lock: one web-identity call at a time */
-	int64_t last_failure_us;  /* under lock: monotonic time of the last failed refresh */
-	struct aws_error last_failure;
-};
-
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 
 static void global_init(void)
@@ -72,29 +29,7 @@ static void global_init(void)
 	xmlInitParser();
 }
 
-static void identity_clear(struct identity *id)
-{
-	broker_secret_free(id->access_key_id);
-	broker_secret_free(id->secret);
-	broker_secret_free(id->token);
-	memset(id, 0, sizeof(*id));
-}
-
-static bool identity_copy(const struct identity *src, struct identity *dst)
-{
-	memset(dst, 0, sizeof(*dst));
-	dst->access_key_id = strdup(src->access_key_id);
-	dst->secret = strdup(src->secret);
-	dst->token = src->token ? strdup(src->token) : NULL;
-	dst->expiration = src->expiration;
-	if (!dst->access_key_id || !dst->secret || (src->token && !dst->token)) {
-		identity_clear(dst);
-		return false;
-	}
-	return true;
-}
-
-static void set_error(struct aws_error *why, int status, const char *code, const char *message, int retry_after)
+void aws_set_error(struct aws_error *why, int status, const char *code, const char *message, int retry_after)
 {
 	size_t i;
 
@@ -116,7 +51,7 @@ static void set_error(struct aws_error *why, int status, const char *code, const
 }
 
 /* Printable ASCII without spaces: safe in a header and in curl's user name. */
-static bool token_chars_ok(const char *s, size_t max)
+bool aws_token_chars_ok(const char *s, size_t max)
 {
 	size_t n = 0;
 
@@ -137,7 +72,7 @@ static size_t utf8_chars(const char *s)
 }
 
 /* STS's RoleSessionName / SourceIdentity alphabet: [\w+=,.@-]{2,64}. */
-static bool sts_name_ok(const char *s, size_t max)
+bool aws_sts_name_ok(const char *s, size_t max)
 {
 	size_t n = strlen(s), i;
 
@@ -147,186 +82,6 @@ static bool sts_name_ok(const char *s, size_t max)
 		if (!isalnum((unsigned char)s[i]) && !strchr("_+=,.@-", s[i]))
 			return false;
 	return true;
-}
-
-/* ---- the broker's identity: env, web identity, shared credentials file ---- */
-
-static char *trim(char *s)
-{
-	char *end;
-
-	while (*s == ' ' || *s == '\t' || *s == '\r')
-		s++;
-	end = s + strlen(s);
-	while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n'))
-		*--end = '\0';
-	return s;
-}
-
-/* The INI subset the AWS CLI writes: [profile] sections, key = value lines,
- * full-line # and ; comments. Like botocore, no inline comments. */
-static enum broker_err profile_load(const char *profile, struct identity *ret, const char **reason)
-{
-	enum broker_err err = BROKER_ERR_CONFIG;
-	struct identity id = {0};
-	const char *path = getenv("AWS_SHARED_CREDENTIALS_FILE"), *home = getenv("HOME");
-	char pathbuf[4096], *buf = NULL, *line, *save = NULL;
-	size_t len = 0;
-	bool in_section = false, found = false;
-
-	if (!path || !*path) {
-		if (!home || !*home) {
-			*reason = "no AWS credentials: no environment keys, no web identity, HOME unset";
-			return BROKER_ERR_CONFIG;
-		}
-		if ((size_t)snprintf(pathbuf, sizeof(pathbuf), "%s/.aws/credentials", home) >= sizeof(pathbuf)) {
-			*reason = "HOME too long";
-			return BROKER_ERR_CONFIG;
-		}
-		path = pathbuf;
-	}
-	switch (broker_read_file(path, CREDENTIALS_FILE_MAX, &buf, &len)) {
-	case BROKER_OK: break;
-	case BROKER_ERR_NOTFOUND:
-		*reason = "no AWS credentials: no environment keys, no web identity, no shared credentials file";
-		return BROKER_ERR_CONFIG;
-	case BROKER_ERR_TOOBIG: *reason = "shared credentials file over 64 KiB"; return BROKER_ERR_CONFIG;
-	default: *reason = "shared credentials file not readable"; return BROKER_ERR_CONFIG;
-	}
-	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *l = trim(line), *eq, *key, *val, **slot = NULL;
-
-		if (!*l || *l == '#' || *l == ';')
-			continue;
-		if (*l == '[') {
-			char *close = strchr(l, ']');
-
-			if (!close || *trim(close + 1)) {
-				*reason = "shared credentials file: malformed section header";
-				goto out;
-			}
-			*close = '\0';
-			in_section = strcmp(trim(l + 1), profile) == 0;
-			found |= in_section;
-			continue;
-		}
-		eq = strchr(l, '=');
-		if (!eq) {
-			*reason = "shared credentials file: line without '='";
-			goto out;
-		}
-		if (!in_section)
-			continue;
-		*eq = '\0';
-		key = trim(l);
-		val = trim(eq + 1);
-		if (strcmp(key, "aws_access_key_id") == 0)
-			slot = &id.access_key_id;
-		else if (strcmp(key, "aws_secret_access_key") == 0)
-			slot = &id.secret;
-		else if (strcmp(key, "aws_session_token") == 0 || strcmp(key, "aws_security_token") == 0)
-			slot = &id.token;
-		if (!slot)
-			continue; /* region, output, ...: not ours */
-		broker_secret_free(*slot);
-		*slot = strdup(val);
-		if (!*slot) {
-			err = BROKER_ERR_NOMEM;
-			goto out;
-		}
-	}
-	if (!found) {
-		*reason = "profile not found in the shared credentials file";
-		goto out;
-	}
-	if (!id.access_key_id || !id.secret || !*id.access_key_id || !*id.secret) {
-		*reason = "profile lacks aws_access_key_id or aws_secret_access_key";
-		goto out;
-	}
-	if (id.token && !*id.token) {
-		free(id.token);
-		id.token = NULL;
-	}
-	*ret = id;
-	memset(&id, 0, sizeof(id));
-	err = BROKER_OK;
-out:
-	identity_clear(&id);
-	broker_wipe_free(buf, len);
-	return err;
-}
-
-static bool env_set(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v;
-}
-
-static enum broker_err identity_configure(struct broker_aws *aws, const char *profile, const char **reason)
-{
-	enum broker_err err;
-	struct identity id = {0};
-
-	if (profile) {
-		aws->source = SOURCE_PROFILE;
-		err = profile_load(profile, &id, reason);
-		goto checked;
-	}
-	if (env_set("AWS_ACCESS_KEY_ID") || env_set("AWS_SECRET_ACCESS_KEY")) {
-		if (!env_set("AWS_ACCESS_KEY_ID") || !env_set("AWS_SECRET_ACCESS_KEY")) {
-			*reason = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together";
-			return BROKER_ERR_CONFIG;
-		}
-		aws->source = SOURCE_ENV;
-		id.access_key_id = strdup(getenv("AWS_ACCESS_KEY_ID"));
-		id.secret = strdup(getenv("AWS_SECRET_ACCESS_KEY"));
-		if (env_set("AWS_SESSION_TOKEN"))
-			id.token = strdup(getenv("AWS_SESSION_TOKEN"));
-		if (!id.access_key_id || !id.secret || (env_set("AWS_SESSION_TOKEN") && !id.token)) {
-			identity_clear(&id);
-			return BROKER_ERR_NOMEM;
-		}
-		err = BROKER_OK;
-		goto checked;
-	}
-	if (env_set("AWS_WEB_IDENTITY_TOKEN_FILE")) {
-		char name[40];
-
-		if (!env_set("AWS_ROLE_ARN")) {
-			*reason = "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not";
-			return BROKER_ERR_CONFIG;
-		}
-		aws->source = SOURCE_WEB_IDENTITY;
-		snprintf(name, sizeof(name), "cibroker-%lld", (long long)broker_now());
-		aws->web_token_file = strdup(getenv("AWS_WEB_IDENTITY_TOKEN_FILE"));
-		aws->web_role_arn = strdup(getenv("AWS_ROLE_ARN"));
-		aws->web_session_name = strdup(env_set("AWS_ROLE_SESSION_NAME") ? getenv("AWS_ROLE_SESSION_NAME") : name);
-		if (!aws->web_token_file || !aws->web_role_arn || !aws->web_session_name)
-			return BROKER_ERR_NOMEM;
-		if (!sts_name_ok(aws->web_session_name, AWS_SESSION_NAME_MAX)) {
-			*reason = "AWS_ROLE_SESSION_NAME must be 2-64 characters of [A-Za-z0-9_+=,.@-]";
-			return BROKER_ERR_CONFIG;
-		}
-		if (strncmp(aws->web_role_arn, "arn:", 4) != 0 || !token_chars_ok(aws->web_role_arn, AWS_ROLE_ARN_MAX)) {
-			*reason = "AWS_ROLE_ARN is not an ARN";
-			return BROKER_ERR_CONFIG;
-		}
-		return BROKER_OK; /* fetched on first use */
-	}
-	aws->source = SOURCE_PROFILE;
-	err = profile_load(env_set("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default", &id, reason);
-checked:
-	if (err != BROKER_OK)
-		return err;
-	if (!token_chars_ok(id.access_key_id, ACCESS_KEY_ID_MAX) || !token_chars_ok(id.secret, SECRET_MAX) ||
-	    (id.token && !token_chars_ok(id.token, SESSION_TOKEN_MAX))) {
-		identity_clear(&id);
-		*reason = "AWS credentials contain spaces, control characters or are too long";
-		return BROKER_ERR_CONFIG;
-	}
-	aws->id = id;
-	return BROKER_OK;
 }
 
 enum broker_err aws_create(const char *sts_endpoint, const char *region, const char *profile, struct broker_aws **ret,
@@ -353,7 +108,7 @@ enum broker_err aws_create(const char *sts_endpoint, const char *region, const c
 		*ret_reason = "aws.sts_endpoint must be https:// (http:// only for loopback hosts)";
 		return BROKER_ERR_CONFIG;
 	}
-	if (sts_endpoint && !token_chars_ok(sts_endpoint, 2048)) {
+	if (sts_endpoint && !aws_token_chars_ok(sts_endpoint, 2048)) {
 		*ret_reason = "aws.sts_endpoint is not a URL";
 		return BROKER_ERR_CONFIG;
 	}
@@ -378,7 +133,7 @@ enum broker_err aws_create(const char *sts_endpoint, const char *region, const c
 	if (!aws->endpoint || !aws->region || !aws->sigv4)
 		goto fail;
 	aws->plain_http = strncmp(aws->endpoint, "http://", 7) == 0;
-	err = identity_configure(aws, profile, &reason);
+	err = aws_identity_configure(aws, profile, &reason);
 	if (err != BROKER_OK)
 		goto fail;
 	*ret = aws;
@@ -393,7 +148,7 @@ void aws_free(struct broker_aws *aws)
 {
 	if (!aws)
 		return;
-	identity_clear(&aws->id);
+	aws_identity_clear(&aws->id);
 	if (aws->lock_init) {
 		pthread_cond_destroy(&aws->refreshed);
 		pthread_mutex_destroy(&aws->lock);
@@ -430,13 +185,7 @@ void aws_set_refresh_margin(struct broker_aws *aws, int64_t seconds)
 
 /* ---- HTTP: one form POST, body capped, secrets wiped ---- */
 
-struct buf {
-	char *data;
-	size_t len, cap;
-	bool oom, toobig;
-};
-
-static void buf_wipe(struct buf *b)
+void aws_buf_wipe(struct buf *b)
 {
 	broker_wipe_free(b->data, b->cap);
 	memset(b, 0, sizeof(*b));
@@ -445,7 +194,7 @@ static void buf_wipe(struct buf *b)
 /* Grows by copy-and-wipe rather than realloc: the buffers hold secrets
  * (response credentials, the web identity token) and realloc would leave
  * stale copies in freed memory. */
-static bool buf_append(struct buf *b, const char *s, size_t n, size_t max)
+bool aws_buf_append(struct buf *b, const char *s, size_t n, size_t max)
 {
 	if (b->len + n > max) {
 		b->toobig = true;
@@ -476,20 +225,29 @@ static bool buf_append(struct buf *b, const char *s, size_t n, size_t max)
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ctx)
 {
-	return buf_append(ctx, ptr, size * nmemb, RESPONSE_MAX) ? size * nmemb : 0;
+	return aws_buf_append(ctx, ptr, size * nmemb, RESPONSE_MAX) ? size * nmemb : 0;
 }
 
-static bool form_add(struct buf *form, CURL *c, const char *key, const char *value)
+bool aws_form_add(struct buf *form, CURL *c, const char *key, const char *value)
 {
 	char *esc = curl_easy_escape(c, value, 0);
+	const char *p;
+	size_t run;
 	bool ok;
 
 	if (!esc) {
 		form->oom = true;
 		return false;
 	}
-	ok = (form->len == 0 || buf_append(form, "&", 1, SIZE_MAX)) && buf_append(form, key, strlen(key), SIZE_MAX) &&
-	     buf_append(form, "=", 1, SIZE_MAX) && buf_append(form, esc, strlen(esc), SIZE_MAX);
+	ok = (form->len == 0 || aws_buf_append(form, "&", 1, SIZE_MAX)) && aws_buf_append(form, key, strlen(key), SIZE_MAX) &&
+	     aws_buf_append(form, "=", 1, SIZE_MAX);
+	/* Space as '+' (form encoding, as the AWS SDKs send it) rather than
+	 * curl's %20: both are valid, but verifiers that re-encode the parsed
+	 * form before checking the signature (moto) only agree with '+'. */
+	for (p = esc; ok && *p; p += run) {
+		run = strncmp(p, "%20", 3) == 0 ? 3 : 1;
+		ok = run == 3 ? aws_buf_append(form, "+", 1, SIZE_MAX) : aws_buf_append(form, p, 1, SIZE_MAX);
+	}
 	broker_wipe_free(esc, strlen(esc));
 	return ok;
 }
@@ -555,11 +313,11 @@ static enum broker_err http_post(struct broker_aws *aws, CURL *c, const struct b
 		if (ans->body.oom)
 			goto out;
 		if (ans->body.toobig || rc == CURLE_FILESIZE_EXCEEDED)
-			set_error(why, 0, "ResponseTooLarge", "STS answer over 1 MiB", RETRY_DEFAULT);
+			aws_set_error(why, 0, "ResponseTooLarge", "STS answer over 1 MiB", RETRY_DEFAULT);
 		else if (rc == CURLE_OPERATION_TIMEDOUT)
-			set_error(why, 0, "Timeout", curl_easy_strerror(rc), RETRY_DEFAULT);
+			aws_set_error(why, 0, "Timeout", curl_easy_strerror(rc), RETRY_DEFAULT);
 		else
-			set_error(why, 0, "NetworkError", curl_easy_strerror(rc), RETRY_DEFAULT);
+			aws_set_error(why, 0, "NetworkError", curl_easy_strerror(rc), RETRY_DEFAULT);
 		err = BROKER_ERR_UPSTREAM;
 		goto out;
 	}
@@ -568,7 +326,7 @@ static enum broker_err http_post(struct broker_aws *aws, CURL *c, const struct b
 		char *end;
 		long v = strtol(ra->value, &end, 10);
 
-		if (end != ra->value && !*trim(end) && v > 0)
+		if (end != ra->value && !*aws_trim(end) && v > 0)
 			ans->retry_after = v > RETRY_CEILING ? RETRY_CEILING : (int)v;
 	}
 	err = BROKER_OK;
@@ -667,14 +425,14 @@ static char *xml_text(xmlNodePtr n)
 	for (c = n->children; c; c = c->next) {
 		if (c->type != XML_TEXT_NODE && c->type != XML_CDATA_SECTION_NODE)
 			goto fail;
-		if (c->content && !buf_append(&b, (const char *)c->content, strlen((const char *)c->content), 65536))
+		if (c->content && !aws_buf_append(&b, (const char *)c->content, strlen((const char *)c->content), 65536))
 			goto fail;
 	}
-	if (!b.data && !buf_append(&b, "", 0, 1))
+	if (!b.data && !aws_buf_append(&b, "", 0, 1))
 		goto fail;
 	return b.data; /* NUL-terminated, cap >= len + 1; freed with broker_secret_free */
 fail:
-	buf_wipe(&b);
+	aws_buf_wipe(&b);
 	return NULL;
 }
 
@@ -735,8 +493,8 @@ static bool parse_credentials(xmlDocPtr doc, const char *action, struct aws_cred
 	if (!c.access_key_id || !c.secret_access_key || !c.session_token || !expiration)
 		goto out;
 	/* The token ends up in HTTP headers and env files downstream. */
-	if (!token_chars_ok(c.access_key_id, ACCESS_KEY_ID_MAX) || !token_chars_ok(c.secret_access_key, SECRET_MAX) ||
-	    !token_chars_ok(c.session_token, SESSION_TOKEN_MAX) || !parse_iso8601(expiration, &c.expiration))
+	if (!aws_token_chars_ok(c.access_key_id, ACCESS_KEY_ID_MAX) || !aws_token_chars_ok(c.secret_access_key, SECRET_MAX) ||
+	    !aws_token_chars_ok(c.session_token, SESSION_TOKEN_MAX) || !parse_iso8601(expiration, &c.expiration))
 		goto out;
 	/* Already expired means a broken upstream or a wildly wrong clock. */
 	if (c.expiration <= broker_now())
@@ -798,7 +556,7 @@ static const char *const identity_codes[] = {
 /* One STS Query API call. own_identity: the call fetches the broker's own
  * identity, so every refusal is the broker's problem (UPSTREAM).
  * *identity_rejected is set when STS refused the signing identity. */
-static enum broker_err sts_call(struct broker_aws *aws, CURL *c, const struct buf *form, const struct identity *id,
+enum broker_err aws_sts_call(struct broker_aws *aws, CURL *c, const struct buf *form, const struct identity *id,
 				const char *action, bool own_identity, struct aws_credentials *ret,
 				struct aws_error *why, bool *identity_rejected)
 {
@@ -815,7 +573,7 @@ static enum broker_err sts_call(struct broker_aws *aws, CURL *c, const struct bu
 	doc = xml_parse(&ans.body);
 	if (ans.status == 200) {
 		if (!doc || !parse_credentials(doc, action, ret)) {
-			set_error(why, 200, "BadResponse", "STS answer is not a valid credentials document", RETRY_DEFAULT);
+			aws_set_error(why, 200, "BadResponse", "STS answer is not a valid credentials document", RETRY_DEFAULT);
 			err = BROKER_ERR_UPSTREAM;
 		}
 		goto out;
@@ -825,142 +583,26 @@ static enum broker_err sts_call(struct broker_aws *aws, CURL *c, const struct bu
 	if (!doc || !parse_error(doc, &code, &message)) {
 		/* No STS error document: a proxy, a load balancer, garbage. */
 		snprintf(fallback, sizeof(fallback), "STS answered HTTP %ld without an error document", ans.status);
-		set_error(why, (int)ans.status, "BadResponse", fallback, retry);
+		aws_set_error(why, (int)ans.status, "BadResponse", fallback, retry);
 		goto out;
 	}
 	if (ans.status >= 500 || in_list(code, throttle_codes, BROKER_ARRAY_SIZE(throttle_codes))) {
-		set_error(why, (int)ans.status, code, message, retry);
+		aws_set_error(why, (int)ans.status, code, message, retry);
 	} else if (in_list(code, identity_codes, BROKER_ARRAY_SIZE(identity_codes))) {
 		*identity_rejected = true;
-		set_error(why, (int)ans.status, code, message, 0);
+		aws_set_error(why, (int)ans.status, code, message, 0);
 	} else if (ans.status >= 400 && ans.status < 500 && !own_identity) {
-		set_error(why, (int)ans.status, code, message, 0);
+		aws_set_error(why, (int)ans.status, code, message, 0);
 		err = BROKER_ERR_DENIED;
 	} else {
-		set_error(why, (int)ans.status, code, message, own_identity ? 0 : retry);
+		aws_set_error(why, (int)ans.status, code, message, own_identity ? 0 : retry);
 	}
 out:
 	xml_free(doc);
-	buf_wipe(&ans.body);
+	aws_buf_wipe(&ans.body);
 	free(code);
 	free(message);
 	return err;
-}
-
-/* AssumeRoleWithWebIdentity (unsigned: the token is the proof) for the
- * broker's own identity, e.g. an EKS service account. The token file is
- * re-read every time: the kubelet rotates it. */
-static enum broker_err web_identity_fetch(struct broker_aws *aws, struct identity *ret, struct aws_error *why)
-{
-	enum broker_err err;
-	struct buf form = {0};
-	struct aws_credentials cr = {0};
-	char *token = NULL;
-	size_t len = 0;
-	bool rejected;
-	CURL *c = NULL;
-
-	err = broker_read_file(aws->web_token_file, WEB_TOKEN_MAX, &token, &len);
-	if (err != BROKER_OK || !*trim(token)) {
-		set_error(why, 0, "NoIdentity", "AWS_WEB_IDENTITY_TOKEN_FILE unreadable, empty or over 16 KiB", 0);
-		err = BROKER_ERR_UPSTREAM;
-		goto out;
-	}
-	err = BROKER_ERR_NOMEM;
-	c = curl_easy_init();
-	if (!c)
-		goto out;
-	if (!form_add(&form, c, "Action", "AssumeRoleWithWebIdentity") || !form_add(&form, c, "Version", STS_VERSION) ||
-	    !form_add(&form, c, "RoleArn", aws->web_role_arn) ||
-	    !form_add(&form, c, "RoleSessionName", aws->web_session_name) ||
-	    !form_add(&form, c, "WebIdentityToken", trim(token)))
-		goto out;
-	err = sts_call(aws, c, &form, NULL, "AssumeRoleWithWebIdentity", true, &cr, why, &rejected);
-	if (err != BROKER_OK)
-		goto out;
-	ret->access_key_id = cr.access_key_id;
-	ret->secret = cr.secret_access_key;
-	ret->token = cr.session_token;
-	ret->expiration = cr.expiration;
-	memset(&cr, 0, sizeof(cr));
-out:
-	aws_credentials_clear(&cr);
-	buf_wipe(&form);
-	broker_wipe_free(token, len);
-	curl_easy_cleanup(c);
-	return err;
-}
-
-/* A private copy of the signing identity, refreshing a temporary one when
- * it is within refresh_margin of expiry. One thread refreshes; the others
- * keep using the old identity while it is still valid, or wait. A failed
- * refresh keeps a still-valid identity and is not retried for 5 s. */
-static enum broker_err identity_get(struct broker_aws *aws, struct identity *ret, struct aws_error *why)
-{
-	enum broker_err err = BROKER_OK;
-	struct identity fresh_id;
-	struct aws_error e;
-
-	pthread_mutex_lock(&aws->lock);
-	for (;;) {
-		int64_t now = broker_now();
-		bool have = aws->id.access_key_id != NULL;
-		bool valid = have && (aws->id.expiration == 0 || now < aws->id.expiration - 30);
-		bool fresh = have && (aws->id.expiration == 0 || now < aws->id.expiration - aws->refresh_margin);
-		bool holdoff = aws->last_failure_us && broker_mono_us() - aws->last_failure_us < REFRESH_FAIL_HOLDOFF_US;
-
-		if (aws->source != SOURCE_WEB_IDENTITY || fresh || (valid && (aws->refreshing || holdoff)))
-			break;
-		if (aws->refreshing) {
-			pthread_cond_wait(&aws->refreshed, &aws->lock);
-			continue;
-		}
-		if (holdoff) {
-			if (why)
-				*why = aws->last_failure;
-			err = BROKER_ERR_UPSTREAM;
-			goto out;
-		}
-		aws->refreshing = true;
-		pthread_mutex_unlock(&aws->lock);
-		memset(&fresh_id, 0, sizeof(fresh_id));
-		err = web_identity_fetch(aws, &fresh_id, &e);
-		pthread_mutex_lock(&aws->lock);
-		aws->refreshing = false;
-		pthread_cond_broadcast(&aws->refreshed);
-		if (err == BROKER_OK) {
-			identity_clear(&aws->id);
-			aws->id = fresh_id;
-			aws->last_failure_us = 0;
-			break;
-		}
-		aws->last_failure_us = broker_mono_us();
-		aws->last_failure = e;
-		if (!valid) {
-			if (why)
-				*why = e;
-			goto out;
-		}
-		err = BROKER_OK;
-		break;
-	}
-	if (!identity_copy(&aws->id, ret))
-		err = BROKER_ERR_NOMEM;
-out:
-	pthread_mutex_unlock(&aws->lock);
-	return err;
-}
-
-/* STS said our temporary identity is bad: make the next call fetch a new one. */
-static void identity_invalidate(struct broker_aws *aws, const char *access_key_id)
-{
-	pthread_mutex_lock(&aws->lock);
-	if (aws->source == SOURCE_WEB_IDENTITY && aws->id.access_key_id &&
-	    strcmp(aws->id.access_key_id, access_key_id) == 0) {
-		identity_clear(&aws->id);
-		aws->last_failure_us = 0;
-	}
-	pthread_mutex_unlock(&aws->lock);
 }
 
 static bool request_valid(const struct aws_assume_request *req, const char **reason)
@@ -968,11 +610,11 @@ static bool request_valid(const struct aws_assume_request *req, const char **rea
 	const char *key;
 	json_t *val;
 
-	if (!req->role_arn || strncmp(req->role_arn, "arn:", 4) != 0 || !token_chars_ok(req->role_arn, AWS_ROLE_ARN_MAX))
+	if (!req->role_arn || strncmp(req->role_arn, "arn:", 4) != 0 || !aws_token_chars_ok(req->role_arn, AWS_ROLE_ARN_MAX))
 		*reason = "role_arn is not an ARN";
-	else if (!req->session_name || !sts_name_ok(req->session_name, AWS_SESSION_NAME_MAX))
+	else if (!req->session_name || !aws_sts_name_ok(req->session_name, AWS_SESSION_NAME_MAX))
 		*reason = "session name must be 2-64 characters of [A-Za-z0-9_+=,.@-]";
-	else if (req->source_identity && !sts_name_ok(req->source_identity, AWS_SOURCE_IDENTITY_MAX))
+	else if (req->source_identity && !aws_sts_name_ok(req->source_identity, AWS_SOURCE_IDENTITY_MAX))
 		*reason = "source identity must be 2-64 characters of [A-Za-z0-9_+=,.@-]";
 	else if (req->duration_s < AWS_DURATION_MIN || req->duration_s > AWS_DURATION_MAX)
 		*reason = "duration must be 900-43200 s";
@@ -1003,23 +645,23 @@ static bool assume_form(struct buf *form, CURL *c, const struct aws_assume_reque
 	size_t n = 0;
 
 	snprintf(duration, sizeof(duration), "%lld", (long long)req->duration_s);
-	if (!form_add(form, c, "Action", "AssumeRole") || !form_add(form, c, "Version", STS_VERSION) ||
-	    !form_add(form, c, "RoleArn", req->role_arn) || !form_add(form, c, "RoleSessionName", req->session_name) ||
-	    !form_add(form, c, "DurationSeconds", duration))
+	if (!aws_form_add(form, c, "Action", "AssumeRole") || !aws_form_add(form, c, "Version", STS_VERSION) ||
+	    !aws_form_add(form, c, "RoleArn", req->role_arn) || !aws_form_add(form, c, "RoleSessionName", req->session_name) ||
+	    !aws_form_add(form, c, "DurationSeconds", duration))
 		return false;
-	if (req->source_identity && !form_add(form, c, "SourceIdentity", req->source_identity))
+	if (req->source_identity && !aws_form_add(form, c, "SourceIdentity", req->source_identity))
 		return false;
-	if (req->session_policy && !form_add(form, c, "Policy", req->session_policy))
+	if (req->session_policy && !aws_form_add(form, c, "Policy", req->session_policy))
 		return false;
 	if (!req->session_tags)
 		return true;
 	json_object_foreach((json_t *)req->session_tags, key, val) {
 		n++;
 		snprintf(name, sizeof(name), "Tags.member.%zu.Key", n);
-		if (!form_add(form, c, name, key))
+		if (!aws_form_add(form, c, name, key))
 			return false;
 		snprintf(name, sizeof(name), "Tags.member.%zu.Value", n);
-		if (!form_add(form, c, name, json_string_value(val)))
+		if (!aws_form_add(form, c, name, json_string_value(val)))
 			return false;
 	}
 	return true;
@@ -1040,7 +682,7 @@ enum broker_err aws_assume_role(struct broker_aws *aws, const struct aws_assume_
 	if (why)
 		memset(why, 0, sizeof(*why));
 	if (!request_valid(req, &reason)) {
-		set_error(why, 0, "InvalidRequest", reason, 0);
+		aws_set_error(why, 0, "InvalidRequest", reason, 0);
 		return BROKER_ERR_INVALID;
 	}
 	err = BROKER_ERR_NOMEM;
@@ -1050,14 +692,14 @@ enum broker_err aws_assume_role(struct broker_aws *aws, const struct aws_assume_
 	/* A second attempt only when STS refused a temporary identity that we
 	 * can replace (rotated or revoked web identity session). */
 	for (attempt = 0; attempt < 2; attempt++) {
-		err = identity_get(aws, &id, why);
+		err = aws_identity_get(aws, &id, why);
 		if (err != BROKER_OK)
 			goto out;
-		err = sts_call(aws, c, &form, &id, "AssumeRole", false, &cr, why, &rejected);
+		err = aws_sts_call(aws, c, &form, &id, "AssumeRole", false, &cr, why, &rejected);
 		if (err == BROKER_OK || !rejected || aws->source != SOURCE_WEB_IDENTITY)
 			break;
-		identity_invalidate(aws, id.access_key_id);
-		identity_clear(&id);
+		aws_identity_invalidate(aws, id.access_key_id);
+		aws_identity_clear(&id);
 		curl_easy_reset(c);
 	}
 	if (err != BROKER_OK)
@@ -1066,10 +708,10 @@ enum broker_err aws_assume_role(struct broker_aws *aws, const struct aws_assume_
 	memset(&cr, 0, sizeof(cr));
 out:
 	if (err == BROKER_ERR_NOMEM)
-		set_error(why, 0, "NoMemory", "out of memory", 0);
+		aws_set_error(why, 0, "NoMemory", "out of memory", 0);
 	aws_credentials_clear(&cr);
-	identity_clear(&id);
-	buf_wipe(&form);
+	aws_identity_clear(&id);
+	aws_buf_wipe(&form);
 	curl_easy_cleanup(c);
 	return err;
 }

@@ -614,7 +614,7 @@ static void test_request_format(void)
 	CHECK(body_has(body, "Tags.member.1.Key=repository") && body_has(body, "Tags.member.1.Value=acme%2Fweb"),
 	      "tag 1: %s", body);
 	CHECK(body_has(body, "Tags.member.2.Key=ref") &&
-		      body_has(body, "Tags.member.2.Value=refs%2Fheads%2Fmain%20%26%20more%3D1"),
+		      body_has(body, "Tags.member.2.Value=refs%2Fheads%2Fmain+%26+more%3D1"),
 	      "tag 2 escaped: %s", body);
 	CHECK(body_has(body, "Policy=%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%"
 			     "22Allow%22%7D%5D%7D"),
@@ -858,7 +858,32 @@ static int test_moto(void)
 	}
 	aws_credentials_clear(&cr);
 
+	/* A body over 1 KiB (curl would otherwise send Expect: 100-continue)
+	 * with 50 tags and a 2000-character policy still signs correctly. */
 	env_keys(jstr(info, "access_key_id"), jstr(info, "secret_access_key"), NULL);
+	{
+		json_t *many = json_object();
+		char policy[2100], key[32];
+		int i, n;
+
+		for (i = 0; i < 50; i++) {
+			snprintf(key, sizeof(key), "tag-%02d", i);
+			json_object_set_new(many, key, json_string("value with spaces/slashes & symbols=+"));
+		}
+		n = snprintf(policy, sizeof(policy),
+			     "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":"
+			     "\"s3:PutObject\",\"Resource\":[");
+		for (i = 0; n < 1900; i++)
+			n += snprintf(policy + n, sizeof(policy) - (size_t)n, "%s\"arn:aws:s3:::deploy-web-artifacts/p%03d/*\"",
+				      i ? "," : "", i);
+		snprintf(policy + n, sizeof(policy) - (size_t)n, "]}]}");
+		err = assume_at_moto(ep, deploy, many, policy, &cr, &why);
+		CHECK(err == BROKER_OK, "moto: large signed body (%zu-char policy): %s %s", strlen(policy),
+		      broker_strerror(err), why.code);
+		aws_credentials_clear(&cr);
+		json_decref(many);
+	}
+
 	err = assume_at_moto(ep, jstr(info, "other_role_arn"), NULL, NULL, &cr, &why);
 	CHECK(err == BROKER_ERR_DENIED && !strcmp(why.code, "AccessDenied") && why.http_status == 403,
 	      "moto: other role denied: %s %s", broker_strerror(err), why.code);
