@@ -131,11 +131,8 @@ static enum MHD_Result serve_get(struct broker_server *srv, struct MHD_Connectio
 	if (strcmp(url, "/healthz") == 0)
 		return reply(c, 200, "application/json", strdup("{\"status\":\"ok\"}"), false, true, 0, NULL);
 	if (strcmp(url, "/readyz") == 0) {
-		char *missing = state_readiness(srv->st, &ready);
-
-		if (missing && asprintf(&body, "{\"ready\":%s,\"missing\":%s}", ready ? "true" : "false", missing) < 0)
-			body = NULL;
-		free(missing);
+		/* The body is the JSON list of what is missing: [] once ready. */
+		body = state_readiness(srv->st, &ready);
 		return reply(c, ready ? 200 : 503, "application/json", body, false, true, 0, NULL);
 	}
 	if (strcmp(url, "/metrics") == 0)
