@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "cibroker/limits.h"
+#include "cibroker/mint-aws.h"
 #include "cibroker/util.h"
 #include "runtime.h"
 
@@ -18,6 +21,7 @@ struct broker_snapshot {
 	struct broker_signing_keys *keys;
 	struct broker_issuers *issuers;
 	struct broker_ratelimit *rl_ip, *rl_subject; /* per snapshot: buckets reset on reload */
+	struct broker_aws *aws;                      /* NULL without an aws section */
 	char *discovery;
 };
 
@@ -120,6 +124,16 @@ enum broker_err snapshot_build(struct broker_config *cfg, struct broker_signing_
 		err = ratelimit_create(cfg->rate_per_subject, cfg->burst_per_subject, 100000, &s->rl_subject);
 	if (err != BROKER_OK)
 		goto out;
+	if (cfg->aws_sts_endpoint) {
+		const char *why = NULL;
+
+		/* No network here: the identity is fetched on first use. */
+		err = aws_create(cfg->aws_sts_endpoint, cfg->aws_region, cfg->aws_profile, &s->aws, &why);
+		if (err != BROKER_OK) {
+			diag_error(d, cfg->path ? cfg->path : "config", 0, 0, "aws: %s", why ? why : broker_strerror(err));
+			goto out;
+		}
+	}
 	s->discovery = render_discovery(cfg);
 	if (!s->discovery) {
 		err = BROKER_ERR_NOMEM;
@@ -158,6 +172,7 @@ void snapshot_unref(struct broker_snapshot *s)
 	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
 	issuers_free(s->issuers);
+	aws_free(s->aws);
 	ratelimit_free(s->rl_ip);
 	ratelimit_free(s->rl_subject);
 	policy_set_free(s->policies);
@@ -370,15 +385,109 @@ enum broker_err runtime_ratelimit_subject(struct broker_snapshot *s, const char 
 	return err;
 }
 
+/* Wipes every string of a JSON value in place (answers holding secrets). */
+static void json_wipe(json_t *v)
+{
+	const char *k;
+	json_t *c;
+	size_t i;
+
+	if (json_is_string(v)) {
+		OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
+	} else if (json_is_object(v)) {
+		json_object_foreach(v, k, c)
+			json_wipe(c);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, c)
+			json_wipe(c);
+	}
+}
+
+static bool aws_fail(struct exchange_result *res, int status, const char *error, const char *desc)
+{
+	res->status = status;
+	res->error = error;
+	snprintf(res->description, sizeof(res->description), "%s", desc);
+	return false;
+}
+
 bool runtime_mint_aws(struct broker_state *st, struct broker_snapshot *s, const struct broker_policy *p,
 		      const json_t *claims, json_t **ret_credential, char **ret_body, struct exchange_result *res,
 		      const char **ret_reason, char *reason_buf, size_t reason_len)
 {
-	res->status = 503;
-	res->error = "temporarily_unavailable";
-	snprintf(res->description, sizeof(res->description), "aws credentials are not available");
-	*ret_reason = "aws minting not configured";
-	return false;
+	struct policy_result why;
+	struct policy_aws_render r = {0};
+	struct aws_credentials cred = {0};
+	struct aws_error aerr;
+	json_t *answer = NULL, *audit = NULL;
+	int64_t ttl = policy_ttl(p), expires_in;
+	enum broker_err err;
+	bool ok = false;
+
+	memset(&why, 0, sizeof(why));
+	memset(&aerr, 0, sizeof(aerr));
+	if (!s->aws) {
+		*ret_reason = "aws: no aws section in the config";
+		return aws_fail(res, 503, "temporarily_unavailable", "aws credentials are not configured");
+	}
+	if (policy_render_aws(p, claims, &r, &why) != BROKER_OK) {
+		aws_fail(res, 403, "access_denied", why.client_reason);
+		snprintf(reason_buf, reason_len, "%s", why.audit_reason);
+		*ret_reason = reason_buf;
+		goto out;
+	}
+	struct aws_assume_request req = {
+		.role_arn = r.role_arn,
+		.session_name = r.session_name,
+		.source_identity = r.source_identity,
+		.session_tags = r.session_tags,
+		.session_policy = r.session_policy,
+		.duration_s = ttl,
+	};
+	err = aws_assume_role(s->aws, &req, &cred, &aerr);
+	if (err != BROKER_OK) {
+		/* STS refusing the role is the caller's answer (403, with STS's code);
+		 * anything else is ours to fix or wait out (503). */
+		bool denied = err == BROKER_ERR_DENIED;
+		char desc[160];
+
+		snprintf(desc, sizeof(desc), "%s: %s", denied ? "STS refused the role" : "STS unavailable",
+			 aerr.code[0] ? aerr.code : "error");
+		aws_fail(res, denied ? 403 : 503, denied ? "access_denied" : "temporarily_unavailable", desc);
+		res->retry_after = denied ? 0 : aerr.retry_after;
+		snprintf(reason_buf, reason_len, "sts AssumeRole %s (HTTP %d): %s: %s", r.role_arn, aerr.http_status,
+			 aerr.code, aerr.message);
+		*ret_reason = reason_buf;
+		goto out;
+	}
+	expires_in = cred.expiration - broker_now();
+	if (expires_in <= 0 || expires_in > ttl)
+		expires_in = ttl;
+	answer = json_pack("{s:s, s:s, s:s, s:I, s:{s:i, s:s, s:s, s:s, s:s}}", "access_token", cred.session_token,
+			   "issued_token_type", "urn:cibroker:token-type:aws-credentials", "token_type", "N_A",
+			   "expires_in", (json_int_t)expires_in, "credentials", "Version", 1, "AccessKeyId",
+			   cred.access_key_id, "SecretAccessKey", cred.secret_access_key, "SessionToken",
+			   cred.session_token, "Expiration", cred.expiration_text);
+	audit = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "aws", "id", cred.access_key_id, "expires_at",
+			  cred.expiration_text, "role_arn", r.role_arn, "session_name", r.session_name);
+	*ret_body = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
+	if (!*ret_body || !audit) {
+		*ret_reason = "out of memory";
+		aws_fail(res, 503, "temporarily_unavailable", "out of memory");
+		goto out;
+	}
+	*ret_credential = audit;
+	audit = NULL;
+	ok = true;
+out:
+	if (answer) {
+		json_wipe(answer);
+		json_decref(answer);
+	}
+	json_decref(audit);
+	aws_credentials_clear(&cred);
+	policy_aws_render_clear(&r);
+	return ok;
 }
 
 /* ---- metrics ---- */
