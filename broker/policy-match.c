@@ -108,15 +108,62 @@ static enum broker_err compile_glob_or_exact(struct pattern *p, const char *s, s
 	return BROKER_OK;
 }
 
+/* Cost model of glibc's regcomp, which copies the subtree of a bounded
+ * repetition once per count (and of '+' once more): "(a{100}){100}" or
+ * "a?++++++..." grows the compiled tree geometrically until the loader runs
+ * out of memory. Weights saturate; anything above the budget is refused. */
+#define REGEX_WEIGHT_MAX 20000
+#define REGEX_WEIGHT_CAP 1000000000u
+
+static unsigned long weight_mul(unsigned long a, unsigned long b)
+{
+	return a && b > REGEX_WEIGHT_CAP / a ? REGEX_WEIGHT_CAP : a * b;
+}
+
+static unsigned long weight_add(unsigned long a, unsigned long b)
+{
+	return a + b > REGEX_WEIGHT_CAP ? REGEX_WEIGHT_CAP : a + b;
+}
+
+/* "{m}", "{m,}", "{m,n}" at s (s[0] == '{'): largest count, length consumed. */
+static bool parse_bound(const char *s, size_t len, unsigned long *ret_max, size_t *ret_used)
+{
+	unsigned long m = 0, n = 0;
+	size_t i = 1;
+	bool comma = false, have_n = false;
+
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+		m = m > 100000 ? m : m * 10 + (unsigned long)(s[i] - '0');
+	if (i < len && s[i] == ',') {
+		comma = true;
+		for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, have_n = true)
+			n = n > 100000 ? n : n * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (i >= len || s[i] != '}' || i == 1)
+		return false;
+	*ret_max = !comma ? m : have_n ? n : m + 1;
+	*ret_used = i + 1;
+	return true;
+}
+
 /* POSIX ERE has no (?:...), so anchoring is "^(" src ")$". That is only sound
  * if src cannot close our group early: glibc reads an unmatched ')' as a
  * literal, so "a)|(b" would compile to "^(a)|(b)$" and match anything that
- * starts with "a". Refuse any ')' that closes nothing. */
-static const char *regex_paren_problem(const char *s, size_t len)
+ * starts with "a". Refuse any ')' that closes nothing, stacked quantifiers,
+ * and patterns whose compiled size would explode (see weights above). */
+static const char *regex_shape_problem(const char *s, size_t len)
 {
+	struct {
+		unsigned long sum, last;
+	} st[POLICY_PATTERN_MAX + 2];
 	int depth = 0;
+	bool after_quant = false;
 
+	st[0].sum = st[0].last = 0;
 	for (size_t i = 0; i < len; i++) {
+		unsigned long atom = 1;
+		bool quant = false;
+
 		if (s[i] == '\\') {
 			i++;
 		} else if (s[i] == '[') {
@@ -143,18 +190,50 @@ static const char *regex_paren_problem(const char *s, size_t len)
 			i = j;
 		} else if (s[i] == '(') {
 			depth++;
+			st[depth].sum = st[depth].last = 0;
+			after_quant = false;
+			continue;
 		} else if (s[i] == ')') {
 			if (depth == 0)
 				return "unmatched ')' (write \\) for a literal parenthesis)";
+			atom = st[depth].sum ? st[depth].sum : 1;
 			depth--;
+		} else if (s[i] == '|') {
+			st[depth].last = 0;
+			after_quant = false;
+			continue;
+		} else if (s[i] == '*' || s[i] == '?' || s[i] == '+' || s[i] == '{') {
+			unsigned long count = 2;
+			size_t used = 1;
+
+			if (s[i] == '{' && !parse_bound(s + i, len - i, &count, &used))
+				return "bad repetition bound (write \\{ for a literal brace)";
+			if (after_quant)
+				return "a repetition cannot follow another repetition";
+			if (s[i] == '*' || s[i] == '?')
+				count = 1;
+			/* the atom is copied count times in all: count - 1 more */
+			if (count > 1) {
+				st[depth].sum = weight_add(st[depth].sum, weight_mul(st[depth].last, count - 1));
+				st[depth].last = weight_mul(st[depth].last, count);
+			}
+			i += used - 1;
+			quant = true;
 		}
+		if (!quant) {
+			st[depth].sum = weight_add(st[depth].sum, atom);
+			st[depth].last = atom;
+		}
+		after_quant = quant;
+		if (st[depth].sum > REGEX_WEIGHT_MAX)
+			return "pattern too complex (nested or large repetition counts)";
 	}
 	return depth ? "unmatched '('" : NULL;
 }
 
 static enum broker_err compile_regex(struct pattern *p, const char *s, size_t len, char *err, size_t errlen)
 {
-	const char *problem = regex_paren_problem(s, len);
+	const char *problem = regex_shape_problem(s, len);
 	char *wrapped;
 	int rc;
 
