@@ -67,11 +67,85 @@ static bool wait_ready(struct broker_state *st, int seconds)
 	return false;
 }
 
-static void reload(struct broker_state *st, const char *config_path)
+/* The listener of `serve`, rebuilt on SIGHUP when its address, TLS files or
+ * tuning changed: the new daemon binds next to the old one (SO_REUSEPORT),
+ * then the old one stops accepting and finishes what it has. */
+struct listener {
+	struct broker_server *srv;
+	char fingerprint[65]; /* of listen, tuning, cert and key */
+};
+
+static char *read_pem(const char *path)
+{
+	char *buf = NULL;
+	size_t len;
+
+	if (!path || broker_read_file(path, 1 << 20, &buf, &len) != BROKER_OK)
+		return NULL;
+	return buf;
+}
+
+static enum broker_err listener_open(struct broker_state *st, const struct broker_config *cfg, struct listener *cur,
+				     bool *ret_changed)
+{
+	char *cert = NULL, *key = NULL, *sig = NULL, fp[65];
+	const char *why = NULL;
+	struct broker_server *srv = NULL;
+	enum broker_err err = BROKER_ERR_IO;
+	struct server_options so = {
+		.listen = cfg->listen ? cfg->listen : "127.0.0.1:8080",
+		.threads = cfg->threads,
+		.max_connections = cfg->max_connections,
+		.per_ip_connections = cfg->per_ip_connections,
+		.connection_timeout = (unsigned)cfg->connection_timeout,
+		.request_deadline = (unsigned)cfg->request_deadline,
+	};
+
+	*ret_changed = false;
+	if (cfg->tls_cert) {
+		cert = read_pem(cfg->tls_cert);
+		key = read_pem(cfg->tls_key);
+		if (!cert || !key) {
+			log_line("error", "cannot read tls.cert %s / tls.key %s", cfg->tls_cert, cfg->tls_key);
+			goto out;
+		}
+		so.tls_cert_pem = cert;
+		so.tls_key_pem = key;
+	}
+	if (asprintf(&sig, "%s|%u|%u|%u|%u|%u|%s|%s", so.listen, so.threads, so.max_connections, so.per_ip_connections,
+		     so.connection_timeout, so.request_deadline, cert ? cert : "", key ? key : "") < 0) {
+		err = BROKER_ERR_NOMEM;
+		sig = NULL;
+		goto out;
+	}
+	broker_sha256_hex(sig, strlen(sig), fp);
+	if (cur->srv && strcmp(fp, cur->fingerprint) == 0) {
+		err = BROKER_OK;
+		goto out;
+	}
+	err = server_start(st, &so, &srv, &why);
+	if (err != BROKER_OK) {
+		log_line("error", "%s: %s", so.listen, why);
+		goto out;
+	}
+	if (cur->srv)
+		server_stop(cur->srv);
+	cur->srv = srv;
+	memcpy(cur->fingerprint, fp, sizeof(fp));
+	*ret_changed = true;
+out:
+	broker_secret_free(sig);
+	broker_secret_free(key);
+	free(cert);
+	return err;
+}
+
+static void reload(struct broker_state *st, const char *config_path, struct listener *l)
 {
 	struct diag *d = diag_new();
 	struct broker_snapshot *snap = NULL;
 	enum broker_err err = d ? snapshot_load(config_path, d, &snap) : BROKER_ERR_NOMEM;
+	bool relistened = false;
 
 	if (d) {
 		for (size_t i = 0; i < diag_count(d); i++)
@@ -85,21 +159,51 @@ static void reload(struct broker_state *st, const char *config_path)
 		for (int i = 0; i < 100 && !snapshot_issuers_ready(snap); i++)
 			usleep(100000);
 		err = state_swap(st, snap);
-		if (err != BROKER_OK)
-			snapshot_unref(snap);
-	} else {
-		snapshot_unref(snap);
 	}
+	if (err == BROKER_OK) {
+		snap = NULL;
+		/* The new snapshot serves already; a listener that cannot be rebuilt
+		 * (port taken, bad TLS files) keeps the old one and says so. */
+		struct broker_snapshot *cur = state_acquire(st);
+		if (listener_open(st, snapshot_config(cur), l, &relistened) != BROKER_OK)
+			log_line("error", "reload: keeping the previous listener");
+		snapshot_unref(cur);
+	}
+	snapshot_unref(snap);
 	state_note_reload(st, err == BROKER_OK);
 	if (err == BROKER_OK)
-		log_line("info", "reloaded %s", config_path);
+		log_line("info", "reloaded %s%s", config_path, relistened ? " (listener rebuilt)" : "");
 	else
 		log_line("error", "reload of %s failed (%s): keeping the previous configuration", config_path,
 			 broker_strerror(err));
 	diag_free(d);
 }
 
-static int run_until_stopped(struct broker_state *st, struct broker_server *srv, const sigset_t *set,
+static void *drain_watchdog(void *arg)
+{
+	unsigned seconds = *(unsigned *)arg;
+
+	sleep(seconds);
+	log_line("error", "exchanges still in flight after %u s: exiting anyway", seconds);
+	_exit(1);
+	return NULL;
+}
+
+/* SIGTERM: stop accepting, let exchanges in flight finish (each is audited
+ * before it is answered), but not forever. */
+static void drain(struct broker_server *srv, unsigned deadline)
+{
+	static unsigned secs;
+	pthread_t t;
+
+	secs = deadline ? deadline : 30;
+	log_line("info", "stopping: finishing exchanges in flight (at most %u s)", secs);
+	if (pthread_create(&t, NULL, drain_watchdog, &secs) == 0)
+		pthread_detach(t);
+	server_stop(srv);
+}
+
+static int run_until_stopped(struct broker_state *st, struct listener *l, const sigset_t *set,
 			     const char *config_path)
 {
 	for (;;) {
@@ -108,34 +212,28 @@ static int run_until_stopped(struct broker_state *st, struct broker_server *srv,
 		if (sigwait(set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP && config_path) {
-			reload(st, config_path);
+			reload(st, config_path, l);
 		} else if (sig == SIGUSR1) {
 			enum broker_err err = state_reopen_audit(st);
 
 			log_line(err == BROKER_OK ? "info" : "error", "audit log reopened: %s", broker_strerror(err));
 		} else if (sig == SIGTERM || sig == SIGINT) {
-			log_line("info", "stopping: finishing exchanges in flight");
-			server_stop(srv);
+			struct broker_snapshot *s = state_acquire(st);
+			unsigned deadline = (unsigned)snapshot_config(s)->request_deadline * 2;
+
+			snapshot_unref(s);
+			drain(l->srv, deadline);
+			l->srv = NULL;
 			return 0;
 		}
 	}
 }
 
-static char *read_pem(const char *path)
-{
-	char *buf = NULL;
-	size_t len;
-
-	if (!path || broker_read_file(path, 1 << 20, &buf, &len) != BROKER_OK)
-		return NULL;
-	return buf;
-}
-
 static void serve_usage(FILE *out)
 {
 	fprintf(out, "usage: cibroker serve --config FILE\n\n"
-		     "Run the broker. SIGHUP reloads config, policies and keys; SIGUSR1 reopens\n"
-		     "the audit log; SIGTERM stops after the exchanges in flight.\n");
+		     "Run the broker. SIGHUP reloads config, policies, keys and TLS files; SIGUSR1\n"
+		     "reopens the audit log; SIGTERM stops after the exchanges in flight.\n");
 }
 
 int cmd_serve(int argc, char **argv)
@@ -150,9 +248,8 @@ int cmd_serve(int argc, char **argv)
 	struct diag *d = NULL;
 	struct broker_snapshot *snap = NULL;
 	struct broker_state *st = NULL;
-	struct broker_server *srv = NULL;
-	char *cert = NULL, *key = NULL;
-	const char *why = NULL;
+	struct listener l = {0};
+	bool opened;
 	sigset_t set;
 	int c, rc = 1;
 
@@ -179,24 +276,6 @@ int cmd_serve(int argc, char **argv)
 	}
 	diag_print(d, stderr); /* warnings */
 	const struct broker_config *cfg = snapshot_config(snap);
-	if (cfg->tls_cert) {
-		cert = read_pem(cfg->tls_cert);
-		key = read_pem(cfg->tls_key);
-		if (!cert || !key) {
-			fprintf(stderr, "cibroker serve: cannot read tls.cert/tls.key\n");
-			goto out;
-		}
-	}
-	struct server_options so = {
-		.listen = cfg->listen ? cfg->listen : "127.0.0.1:8080",
-		.threads = cfg->threads,
-		.max_connections = cfg->max_connections,
-		.per_ip_connections = cfg->per_ip_connections,
-		.connection_timeout = (unsigned)cfg->connection_timeout,
-		.request_deadline = (unsigned)cfg->request_deadline,
-		.tls_cert_pem = cert,
-		.tls_key_pem = key,
-	};
 	if (state_create(snap, &st) != BROKER_OK) {
 		fprintf(stderr, "cibroker serve: cannot open audit log %s\n", cfg->audit_path ? cfg->audit_path : "-");
 		goto out;
@@ -207,24 +286,20 @@ int cmd_serve(int argc, char **argv)
 	if (as.torn_recovered)
 		log_line("warning", "audit log %s ended in a record cut short by a crash; it was terminated and the "
 			 "chain continues after it (cibroker audit verify reports it)", cfg->audit_path);
-	if (server_start(st, &so, &srv, &why) != BROKER_OK) {
-		fprintf(stderr, "cibroker serve: %s: %s\n", so.listen, why);
+	if (listener_open(st, cfg, &l, &opened) != BROKER_OK)
 		goto out;
-	}
 	snap = state_acquire(st);
 	snapshot_start(snap);
-	log_line("info", "listening on %s (%zu policies)", so.listen, snapshot_policy_count(snap));
+	log_line("info", "listening on %s%s (%zu policies)", cfg->listen ? cfg->listen : "127.0.0.1:8080",
+		 cfg->tls_cert ? " with TLS" : "", snapshot_policy_count(snap));
 	snapshot_unref(snap);
 	snap = NULL;
-	rc = run_until_stopped(st, srv, &set, config_path);
-	srv = NULL;
+	rc = run_until_stopped(st, &l, &set, config_path);
 out:
-	server_stop(srv);
+	server_stop(l.srv);
 	state_free(st);
 	snapshot_unref(snap);
 	diag_free(d);
-	broker_secret_free(key);
-	free(cert);
 	return rc;
 }
 
@@ -454,7 +529,8 @@ int cmd_dev(int argc, char **argv)
 		log_line("warning", "issuer keys not fetched yet");
 	if (demo)
 		dev_demo(public_url, audience);
-	rc = run_until_stopped(st, srv, &set, NULL);
+	struct listener l = {.srv = srv};
+	rc = run_until_stopped(st, &l, &set, NULL);
 	srv = NULL;
 out:
 	server_stop(srv);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 
@@ -644,6 +645,17 @@ char *state_metrics_render(struct broker_state *st)
 		fputs("cibroker_jwks_age_seconds{issuer=\"", f);
 		put_label(f, issuer_config(iss)->name);
 		fprintf(f, "\"} %lld\n", is.keys_fetched_at ? (long long)(now - is.keys_fetched_at) : -1LL);
+	}
+	fprintf(f, "# HELP cibroker_signing_key_age_seconds Age of each signing key file (mtime), first signs.\n");
+	fprintf(f, "# TYPE cibroker_signing_key_age_seconds gauge\n");
+	for (size_t i = 0; i < s->cfg->n_signing_keys && i < signing_keys_count(s->keys); i++) {
+		struct stat sb;
+
+		if (stat(s->cfg->signing_keys[i], &sb) != 0)
+			continue;
+		fputs("cibroker_signing_key_age_seconds{kid=\"", f);
+		put_label(f, signing_keys_kid(s->keys, i));
+		fprintf(f, "\"} %lld\n", (long long)(now - sb.st_mtime));
 	}
 	fprintf(f, "# HELP cibroker_policies Loaded policies.\n# TYPE cibroker_policies gauge\n");
 	fprintf(f, "cibroker_policies %zu\n", policy_set_count(s->policies));

@@ -32,7 +32,9 @@ class ExchangeTest(unittest.TestCase):
                             "ttl": "15m", "session_name": "gh-${run_id}"}},
         ]
         cls.broker = Broker([github_issuer_config(cls.issuer, clock_skew="30s")], policies,
-                            extra={"aws": {"sts_endpoint": "http://127.0.0.1:9/", "region": "us-east-1"}}).start()
+                            extra={"aws": {"sts_endpoint": "http://127.0.0.1:9/", "region": "us-east-1"}},
+                            env={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret",
+                                 "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -221,6 +223,9 @@ class ExchangeTest(unittest.TestCase):
         self.assertIn("cibroker_exchanges_total{", m)
         self.assertIn("cibroker_exchange_duration_seconds_bucket", m)
         self.assertIn('cibroker_jwks_refreshes_total{issuer="github",result="ok"}', m)
+        self.assertIn(f'cibroker_signing_key_age_seconds{{kid="{self.broker.kids[0]}"}}', m)
+        self.assertIn('cibroker_jwks_age_seconds{issuer="github"}', m)
+        self.assertIn('outcome="allow"', m)
 
     def test_audit_records_every_decision_without_secrets(self):
         tok = self.issuer.mint()

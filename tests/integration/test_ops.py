@@ -141,10 +141,10 @@ class OpsTest(unittest.TestCase):
         ids = {rec["credential"]["id"] for rec in b.audit_records() if rec.get("credential")}
         self.assertTrue(set(answered) <= ids)
 
-    def test_tls_listener(self):
-        tmp = tempfile.mkdtemp()
+    @staticmethod
+    def make_cert(tmp, cn):
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
         now = datetime.datetime.now(datetime.timezone.utc)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
@@ -160,6 +160,13 @@ class OpsTest(unittest.TestCase):
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
         os.chmod(kpath, 0o600)
+        ca = os.path.join(tmp, cn + ".ca.pem")
+        shutil.copy(cpath, ca)
+        return cpath, kpath, ca
+
+    def test_tls_listener_and_reload(self):
+        tmp = tempfile.mkdtemp()
+        cpath, kpath, ca_a = self.make_cert(tmp, "first")
         b = self.broker(extra={"tls": {"cert": cpath, "key": kpath}})
         b.url = b.url.replace("http://", "https://")
         b.proc = subprocess.Popen([os.environ.get("CIBROKER_BIN"), "serve", "--config", b.config_path],
@@ -168,16 +175,30 @@ class OpsTest(unittest.TestCase):
         ok = False
         while time.time() < deadline and not ok:
             try:
-                ok = requests.get(b.url + "/readyz", verify=cpath, timeout=1).status_code == 200
+                ok = requests.get(b.url + "/readyz", verify=ca_a, timeout=1).status_code == 200
             except requests.RequestException:
                 time.sleep(0.1)
         self.assertTrue(ok, b.log())
-        r = requests.post(b.url + "/v1/token", verify=cpath, data={
+        r = requests.post(b.url + "/v1/token", verify=ca_a, data={
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": self.issuer.mint(),
             "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "audience": "web-deploy-prod"})
         self.assertEqual(r.status_code, 200, r.text)
         with self.assertRaises(requests.RequestException):
             requests.get(b.url.replace("https://", "http://") + "/healthz", timeout=2)
+        # a renewed certificate is picked up on SIGHUP, without a restart
+        _, _, ca_b = self.make_cert(tmp, "second")
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15
+        ok = False
+        while time.time() < deadline and not ok:
+            try:
+                ok = requests.get(b.url + "/healthz", verify=ca_b, timeout=1).status_code == 200
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.assertTrue(ok, b.log())
+        with self.assertRaises(requests.exceptions.SSLError):
+            requests.get(b.url + "/healthz", verify=ca_a, timeout=2)
+        self.assertIn("listener rebuilt", b.log())
 
 
 class ScaleOutTest(unittest.TestCase):
