@@ -161,5 +161,14 @@ printf '[1]' >"$tmp/array.json"
 expect 1 "explain with non-object claims" -- "$cb" policy explain --config "$tmp/good.yaml" --audience api-deploy-prod --claims "$tmp/array.json"
 has "$tmp/err" "not a JSON object" "claims must be an object"
 
+# --- examples/policy-ci: the example policy repository stays valid ---------
+ex="$root/examples/policy-ci"
+sed -e "s|/tmp/ci-signing.pem|$tmp/key.pem|" -e "s|^policies: .*|policies: $ex/policies|" "$ex/ci/config.yaml" >"$tmp/ex.yaml"
+expect 0 "example policy repo: check" -- "$cb" policy check --config "$tmp/ex.yaml"
+has "$tmp/out" "2 policies OK" "example policies load"
+hasnt "$tmp/err" "warning" "example policies have no warnings"
+expect 0 "example policy repo: test" -- "$cb" policy test --config "$tmp/ex.yaml" "$ex"/cases/*.json
+has "$tmp/out" " 0 failed" "example cases pass"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
