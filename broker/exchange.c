@@ -44,6 +44,7 @@ struct exchange {
 	const struct broker_policy *policy;
 	const struct broker_issuer_config *icfg;
 	struct broker_token *token;
+	bool verified;             /* signature and claim rules passed */
 	const char *reason;        /* audit reason */
 	char reason_buf[1024];
 	json_t *credential;        /* audit credential object */
@@ -177,6 +178,8 @@ static bool verify_token(struct exchange *x)
 		fail(x, 400, "invalid_grant", why ? why : "token rejected", NULL);
 		return false;
 	}
+	/* From here on the claims are the issuer's word: safe to audit. */
+	x->verified = true;
 	if (x->icfg->single_use) {
 		const char *jti = claim_string(x->token->claims, "jti");
 		json_t *exp = json_object_get(x->token->claims, "exp");
@@ -303,7 +306,9 @@ static void decide(struct exchange *x, const char *ct, const char *body, size_t 
 
 static void finish(struct exchange *x)
 {
-	const json_t *claims = x->token ? x->token->claims : NULL;
+	/* Claims of a token that failed verification are an attacker's text:
+	 * they are not written to the audit log as if they meant something. */
+	const json_t *claims = x->token && x->verified ? x->token->claims : NULL;
 	json_t *picked = claims ? pick_claims(claims, audit_claims, BROKER_ARRAY_SIZE(audit_claims)) : NULL;
 	struct audit_record rec = {
 		.ts_us = broker_now_us(),

@@ -113,6 +113,8 @@ class IssuerIntegrationTest(unittest.TestCase):
         for rec in b.audit_records():
             self.assertIn(rec["error"], ("invalid_grant", "invalid_request"))
             self.assertIsNone(rec["credential"])
+            self.assertIsNone(rec["sub"])      # unverified claims are not recorded as facts
+            self.assertIsNone(rec["claims"])
 
 
 if __name__ == "__main__":
