@@ -415,8 +415,15 @@ static int do_explain(struct policy_args *a)
 		printf("  %s\n", policy_description(p));
 	printf("conditions (issuer deny, then deny, then allow):\n");
 	policy_explain(set, p, claims, print_line, NULL);
-	explain_credential(p, claims);
 	decide(cfg, set, a->audience, claims, &dec);
+	/* what would be minted: only once the conditions allow it (a template
+	 * claim that is missing shows up here, and denies) */
+	{
+		struct policy_result why;
+
+		if (policy_evaluate(set, p, claims, &why) == BROKER_OK)
+			explain_credential(p, claims);
+	}
 	if (dec.allow) {
 		printf("decision: allow\n");
 		rc = 0;

@@ -237,7 +237,7 @@ void policy_lint(const struct broker_config *cfg, const struct broker_policy_set
 		enum platform pf;
 		bool narrows = false;
 
-		if (p->broken || p->issuer_idx >= cfg->n_issuers)
+		if (p->issuer_idx >= cfg->n_issuers)
 			continue;
 		pf = platform_of(cfg->issuers[p->issuer_idx].issuer);
 		for (size_t k = 0; k < p->allow.n; k++) {
@@ -246,6 +246,10 @@ void policy_lint(const struct broker_config *cfg, const struct broker_policy_set
 		}
 		for (size_t k = 0; k < p->deny.n; k++)
 			lint_condition(&p->deny.v[k], pf, true, d);
+		/* a policy with errors may be missing conditions that failed to
+		 * compile: judging what is left would only add noise */
+		if (p->broken)
+			continue;
 		if (!narrows) {
 			diag_error(d, p->file, p->allow_line, p->allow_col,
 				   "policy '%s': allow needs at least one condition that is not match-all", p->name);
