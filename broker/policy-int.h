@@ -171,6 +171,30 @@ void policy_lint(const struct broker_config *cfg, const struct broker_policy_set
 enum broker_err policy_set_add(struct broker_policy_set *set, struct broker_policy *p,
 			       const struct broker_policy **ret_existing);
 
-/* policy-load.c */
+/* policy-load.c: the state of loading one file, and typed key tables. */
+struct load_ctx {
+	const struct broker_config *cfg;
+	struct broker_policy_set *set;
+	struct diag *d;
+	const char *file;
+	struct broker_policy *p;
+	bool seen_type;
+};
+
+typedef enum broker_err (*key_handler)(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val);
+
+struct key_table {
+	const char *key;
+	key_handler fn;
+};
+
+/* Non-empty string scalar without NUL bytes, copied to *ret (freeing the old). */
+enum broker_err load_get_string(struct load_ctx *ctx, const struct doc_node *n, const char *what, char **ret);
+/* Every key of map through table; unknown keys are errors naming the known ones. */
+enum broker_err load_dispatch(struct load_ctx *ctx, const struct doc_node *map, const struct key_table *table,
+			      size_t n_table, const char *where);
+/* policy-credential.c: the `credential` mapping of ctx->p. */
+enum broker_err load_credential(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val);
+
 const char *policy_set_intern_file(struct broker_policy_set *set, const char *file);
 void policy_free(struct broker_policy *p);
