@@ -39,11 +39,6 @@ struct client {
 	CURL *curl;          /* reused, so retries and the exchange share a connection */
 };
 
-struct body {
-	char *buf;
-	size_t len, cap;
-	bool toobig;
-};
 
 struct request {
 	const char *url;
@@ -107,43 +102,7 @@ int client_exit_code(enum broker_err err)
 	}
 }
 
-/* Answers may carry credentials: growing the buffer wipes the old copy. */
-static size_t body_write(char *data, size_t size, size_t nmemb, void *userdata)
-{
-	struct body *b = userdata;
-	size_t n = size * nmemb;
-
-	if (n > CLIENT_MAX_RESPONSE - b->len) {
-		b->toobig = true;
-		return 0;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *nb;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		nb = malloc(cap);
-		if (!nb)
-			return 0;
-		if (b->buf) {
-			memcpy(nb, b->buf, b->len);
-			broker_wipe_free(b->buf, b->cap);
-		}
-		b->buf = nb;
-		b->cap = cap;
-	}
-	memcpy(b->buf + b->len, data, n);
-	b->len += n;
-	b->buf[b->len] = '\0';
-	return n;
-}
-
-static void body_reset(struct body *b)
-{
-	broker_wipe_free(b->buf, b->cap);
-	memset(b, 0, sizeof(*b));
-}
+/* Answers may carry credentials: struct broker_buf wipes what it outgrows. */
 
 /* curl_slist_append copies its strings; wipe the copies before freeing so
  * the bearer does not linger in freed memory. */
@@ -199,7 +158,7 @@ static void sleep_us(int64_t us)
 		;
 }
 
-static CURLcode perform_once(struct client *c, const struct request *rq, struct curl_slist *headers, struct body *b,
+static CURLcode perform_once(struct client *c, const struct request *rq, struct curl_slist *headers, struct broker_buf *b,
 			     char errbuf[CURL_ERROR_SIZE])
 {
 	CURL *h = c->curl;
@@ -221,7 +180,7 @@ static CURLcode perform_once(struct client *c, const struct request *rq, struct 
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left_ms);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "cibroker-exchange/" CIBROKER_VERSION);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, broker_buf_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 	if (rq->broker && c->settings.ca_file)
@@ -242,7 +201,7 @@ static enum broker_err http_request(struct client *c, const struct request *rq, 
 	enum broker_err err = BROKER_ERR_NOMEM;
 	struct curl_slist *headers = NULL, *tmp;
 	struct client_reply *reply = NULL;
-	struct body b = {0};
+	struct broker_buf b = {.max = CLIENT_MAX_RESPONSE};
 	char errbuf[CURL_ERROR_SIZE];
 	char *auth = NULL;
 	long status = 0;
@@ -272,7 +231,7 @@ static enum broker_err http_request(struct client *c, const struct request *rq, 
 		int64_t delay;
 
 		c->last_attempts = attempt;
-		body_reset(&b);
+		broker_buf_wipe(&b);
 		res = perform_once(c, rq, headers, &b, errbuf);
 		if (res == CURLE_OK) {
 			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -309,10 +268,10 @@ static enum broker_err http_request(struct client *c, const struct request *rq, 
 	if (!reply)
 		goto out;
 	reply->status = status;
-	if (b.buf) {
-		reply->body = b.buf;
+	if (b.data) {
+		reply->body = b.data;
 		reply->len = b.len;
-		b.buf = NULL;
+		b.data = NULL;
 	} else {
 		reply->body = strdup("");
 		if (!reply->body)
@@ -323,7 +282,7 @@ static enum broker_err http_request(struct client *c, const struct request *rq, 
 	err = BROKER_OK;
 out:
 	client_reply_free(reply);
-	body_reset(&b);
+	broker_buf_wipe(&b);
 	headers_free(headers);
 	broker_secret_free(auth);
 	return err;

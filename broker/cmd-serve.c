@@ -367,30 +367,8 @@ static struct broker_config *dev_config(const char *listen, const char *public_u
 	return cfg;
 }
 
-struct membuf {
-	char *data;
-	size_t len;
-};
 
-static size_t collect(char *p, size_t size, size_t n, void *ud)
-{
-	struct membuf *b = ud;
-	size_t add = size * n;
-	char *nd;
-
-	if (b->len + add > (1 << 20))
-		return 0;
-	nd = realloc(b->data, b->len + add + 1);
-	if (!nd)
-		return 0;
-	b->data = nd;
-	memcpy(b->data + b->len, p, add);
-	b->len += add;
-	b->data[b->len] = '\0';
-	return add;
-}
-
-static long http_post(const char *url, const char *body, struct membuf *out)
+static long http_post(const char *url, const char *body, struct broker_buf *out)
 {
 	CURL *c = curl_easy_init();
 	long code = 0;
@@ -399,7 +377,7 @@ static long http_post(const char *url, const char *body, struct membuf *out)
 		return 0;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, broker_buf_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
 	if (curl_easy_perform(c) == CURLE_OK)
@@ -408,11 +386,33 @@ static long http_post(const char *url, const char *body, struct membuf *out)
 	return code;
 }
 
+/* The claims of the minted token, so the walkthrough shows what a relying
+ * party would see (dev tokens only: nothing here is a real credential). */
+static void print_minted_claims(const char *answer)
+{
+	json_t *a = broker_json_parse(answer, strlen(answer), 16), *claims = NULL;
+	const char *tok = json_string_value(json_object_get(a, "access_token"));
+	const char *p1 = tok ? strchr(tok, '.') : NULL, *p2 = p1 ? strchr(p1 + 1, '.') : NULL;
+	unsigned char *payload = NULL;
+	size_t n = 0;
+	char *pretty = NULL;
+
+	if (p2 && b64url_decode(p1 + 1, (size_t)(p2 - p1 - 1), &payload, &n) == BROKER_OK)
+		claims = broker_json_parse(payload, n, 16);
+	if (claims && (pretty = json_dumps(claims, JSON_INDENT(2))))
+		fprintf(stderr, "\nits claims (ES256, kid in the header, verify with %s):\n%s\n",
+			"/.well-known/jwks.json", pretty);
+	free(pretty);
+	free(payload);
+	json_decref(claims);
+	json_decref(a);
+}
+
 /* The walkthrough a new user sees: a dev ID token exchanged for a deploy
  * credential through the real HTTP path, then the commands to do it again. */
 static void dev_demo(const char *public_url, const char *audience)
 {
-	struct membuf tok = {0}, ans = {0};
+	struct broker_buf tok = {.max = 1 << 20}, ans = {.max = 1 << 20};
 	char url[512], *esc = NULL, *form = NULL;
 	CURL *c = curl_easy_init();
 
@@ -429,6 +429,8 @@ static void dev_demo(const char *public_url, const char *audience)
 	long code = http_post(url, form, &ans);
 	fprintf(stderr, "\n== cibroker dev: a dev ID token exchanged for policy '%s' -> HTTP %ld ==\n%s\n", audience,
 		code, ans.data ? ans.data : "(no answer)");
+	if (code == 200)
+		print_minted_claims(ans.data);
 out:
 	fprintf(stderr,
 		"\n== Try it yourself ==\n"
@@ -443,8 +445,8 @@ out:
 	if (esc)
 		curl_free(esc);
 	free(form);
-	free(tok.data);
-	broker_secret_free(ans.data);
+	broker_buf_wipe(&tok);
+	broker_buf_wipe(&ans);
 	if (c)
 		curl_easy_cleanup(c);
 }

@@ -351,37 +351,46 @@ static void finish(struct exchange *x)
 	}
 }
 
+static void begin(struct exchange *x, struct broker_state *st, const char *remote, struct exchange_result *ret)
+{
+	memset(x, 0, sizeof(*x));
+	memset(ret, 0, sizeof(*ret));
+	x->st = st;
+	x->res = ret;
+	x->remote = remote;
+	x->started_us = broker_mono_us();
+	if (broker_random_id(ret->request_id) != BROKER_OK)
+		snprintf(ret->request_id, sizeof(ret->request_id), "unavailable");
+	x->snap = state_acquire(st);
+}
+
+static void end(struct exchange *x)
+{
+	finish(x);
+	token_request_clear(&x->req);
+	token_free(x->token);
+	json_decref(x->credential);
+	broker_secret_free(x->secret_body);
+	snapshot_unref(x->snap);
+}
+
 void exchange_handle(struct broker_state *st, const char *content_type, const char *body, size_t len,
 		     const char *remote, struct exchange_result *ret)
 {
-	struct exchange x = {.st = st, .res = ret, .remote = remote};
+	struct exchange x;
 
-	memset(ret, 0, sizeof(*ret));
-	x.started_us = broker_mono_us();
-	if (broker_random_id(ret->request_id) != BROKER_OK)
-		snprintf(ret->request_id, sizeof(ret->request_id), "unavailable");
-	x.snap = state_acquire(st);
+	begin(&x, st, remote, ret);
 	decide(&x, content_type, body, len);
-	finish(&x);
-	token_request_clear(&x.req);
-	token_free(x.token);
-	json_decref(x.credential);
-	broker_secret_free(x.secret_body);
-	snapshot_unref(x.snap);
+	end(&x);
 }
 
 void exchange_reject_oversize(struct broker_state *st, const char *remote, struct exchange_result *ret)
 {
-	struct exchange x = {.st = st, .res = ret, .remote = remote};
+	struct exchange x;
 
-	memset(ret, 0, sizeof(*ret));
-	x.started_us = broker_mono_us();
-	if (broker_random_id(ret->request_id) != BROKER_OK)
-		snprintf(ret->request_id, sizeof(ret->request_id), "unavailable");
-	x.snap = state_acquire(st);
+	begin(&x, st, remote, ret);
 	fail(&x, 413, "invalid_request", "request body too large", NULL);
-	finish(&x);
-	snapshot_unref(x.snap);
+	end(&x);
 }
 
 void exchange_result_clear(struct exchange_result *r)

@@ -28,8 +28,7 @@ struct broker_server {
 
 struct request {
 	int64_t started_us;
-	char *body;
-	size_t len, cap, max;
+	struct broker_buf body; /* may hold a subject token: wiped on completion */
 	size_t discarded;
 	bool too_big;
 	bool answered;
@@ -115,7 +114,7 @@ static enum MHD_Result serve_exchange(struct broker_server *srv, struct MHD_Conn
 		exchange_reject_oversize(srv->st, remote, &res);
 	else
 		exchange_handle(srv->st, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
-				r->body ? r->body : "", r->len, remote, &res);
+				r->body.data ? r->body.data : "", r->body.len, remote, &res);
 	ret = reply(c, res.status, "application/json", res.body, res.status == 200, true, res.retry_after, NULL);
 	res.body = NULL;
 	exchange_result_clear(&res);
@@ -169,7 +168,7 @@ static enum MHD_Result route(struct broker_server *srv, struct MHD_Connection *c
 		const char *type = "application/json";
 
 		if (devissuer_handle(srv->dev, method, url, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "shape"),
-				     r->body ? r->body : "", r->len, &status, &body, &type))
+				     r->body.data ? r->body.data : "", r->body.len, &status, &body, &type))
 			return reply(c, status, type, body, false, true, 0, NULL);
 	}
 	if (strcmp(url, "/v1/token") == 0) {
@@ -200,12 +199,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		*con_cls = r;
 		r->started_us = broker_mono_us();
-		r->max = current_max_body(srv->st);
+		r->body.max = current_max_body(srv->st);
 		r->is_exchange = strcmp(url, "/v1/token") == 0 && strcmp(method, "POST") == 0;
 		if (!r->is_exchange && !(srv->dev && strncmp(url, "/dev/", 5) == 0))
 			r->ignore_body = true; /* no other route takes a body */
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && r->is_exchange && strtoull(cl, NULL, 10) > r->max) {
+		if (cl && r->is_exchange && strtoull(cl, NULL, 10) > r->body.max) {
 			/* Answer before reading a byte of it; MHD closes the connection. */
 			r->too_big = true;
 			r->answered = true;
@@ -231,32 +230,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			r->discarded += n;
 			return r->discarded > DRAIN_MAX ? MHD_NO : MHD_YES;
 		}
-		if (n > r->max - r->len) {
+		switch (broker_buf_append(&r->body, upload_data, n, 0)) {
+		case BROKER_OK:
+			return MHD_YES;
+		case BROKER_ERR_TOOBIG:
 			r->too_big = true;
 			r->discarded = n;
-			if (r->body)
-				broker_wipe_free(r->body, r->cap);
-			r->body = NULL;
-			r->len = r->cap = 0;
+			broker_buf_wipe(&r->body);
 			return MHD_YES;
+		default:
+			return MHD_NO;
 		}
-		if (r->len + n + 1 > r->cap) {
-			size_t cap = r->max + 1;
-			char *b = malloc(cap);
-
-			if (!b)
-				return MHD_NO;
-			if (r->body) {
-				memcpy(b, r->body, r->len);
-				broker_wipe_free(r->body, r->cap);
-			}
-			r->body = b;
-			r->cap = cap;
-		}
-		memcpy(r->body + r->len, upload_data, n);
-		r->len += n;
-		r->body[r->len] = '\0';
-		return MHD_YES;
 	}
 	if (r->too_big && r->answered)
 		return MHD_YES; /* answered before the body was read */
@@ -274,8 +258,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 	if (!r)
 		return;
-	if (r->body)
-		broker_wipe_free(r->body, r->cap); /* may hold a subject token */
+	broker_buf_wipe(&r->body);
 	free(r);
 	*con_cls = NULL;
 }

@@ -75,42 +75,6 @@ enum broker_err broker_curl_global_init(void)
 
 /* ---- one HTTP GET ---- */
 
-struct body {
-	char *buf;
-	size_t len, cap;
-	bool toobig;
-};
-
-static size_t body_write(char *data, size_t size, size_t nmemb, void *userdata)
-{
-	struct body *b = userdata;
-	size_t n = size * nmemb;
-	size_t want;
-	char *p;
-
-	/* Abort (returning less than n) the moment the cap is passed: a hostile
-	 * or broken issuer cannot make us buffer more than 1 MiB. */
-	if (n > HTTP_BODY_MAX - b->len) {
-		b->toobig = true;
-		return 0;
-	}
-	if (b->len + n + 1 > b->cap) {
-		want = b->cap ? b->cap : 16384;
-		while (want < b->len + n + 1)
-			want *= 2;
-		if (want > HTTP_BODY_MAX + 1)
-			want = HTTP_BODY_MAX + 1;
-		p = realloc(b->buf, want);
-		if (!p)
-			return 0;
-		b->buf = p;
-		b->cap = want;
-	}
-	memcpy(b->buf + b->len, data, n);
-	b->len += n;
-	b->buf[b->len] = '\0';
-	return n;
-}
 
 static int xfer_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
@@ -125,7 +89,7 @@ static int xfer_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, c
 static enum broker_err http_get(const struct broker_issuer *iss, const char *url, char **ret_body, size_t *ret_len,
 				const char **ret_reason)
 {
-	struct body b = { 0 };
+	struct broker_buf b = {.max = HTTP_BODY_MAX};
 	CURL *h = NULL;
 	CURLcode rc;
 	long status = 0;
@@ -173,7 +137,7 @@ static enum broker_err http_get(const struct broker_issuer *iss, const char *url
 	SET(CURLOPT_TIMEOUT, HTTP_TOTAL_TIMEOUT_S);
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_BODY_MAX);
-	SET(CURLOPT_WRITEFUNCTION, body_write);
+	SET(CURLOPT_WRITEFUNCTION, broker_buf_write);
 	SET(CURLOPT_WRITEDATA, &b);
 	SET(CURLOPT_NOPROGRESS, 0L);
 	SET(CURLOPT_XFERINFOFUNCTION, xfer_progress);
@@ -219,17 +183,17 @@ static enum broker_err http_get(const struct broker_issuer *iss, const char *url
 		*ret_reason = "HTTP status not 200";
 		goto out;
 	}
-	if (!b.buf) { /* empty 200 */
+	if (!b.data) { /* empty 200 */
 		err = BROKER_ERR_UPSTREAM;
 		*ret_reason = "empty response";
 		goto out;
 	}
-	*ret_body = b.buf;
+	*ret_body = b.data;
 	*ret_len = b.len;
-	b.buf = NULL;
+	b.data = NULL;
 	err = BROKER_OK;
 out:
-	free(b.buf);
+	broker_buf_wipe(&b);
 	curl_easy_cleanup(h);
 	return err;
 }

@@ -434,3 +434,54 @@ bool broker_url_allowed(const char *url)
 		return url[8] != '\0';
 	return strncmp(url, "http://", 7) == 0 && broker_url_is_loopback(url);
 }
+
+enum broker_err broker_buf_append(struct broker_buf *b, const void *p, size_t n, size_t limit)
+{
+	size_t max = limit ? limit : b->max ? b->max : SIZE_MAX - 1;
+	size_t cap;
+	char *nb;
+
+	if (n > max || b->len > max - n) {
+		b->toobig = true;
+		return BROKER_ERR_TOOBIG;
+	}
+	if (b->len + n + 1 > b->cap) {
+		cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n + 1)
+			cap = cap > SIZE_MAX / 2 ? b->len + n + 1 : cap * 2;
+		nb = malloc(cap);
+		if (!nb) {
+			b->oom = true;
+			return BROKER_ERR_NOMEM;
+		}
+		if (b->data) {
+			memcpy(nb, b->data, b->len);
+			broker_wipe_free(b->data, b->cap);
+		}
+		b->data = nb;
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return BROKER_OK;
+}
+
+size_t broker_buf_write(char *p, size_t size, size_t nmemb, void *b)
+{
+	/* Returning less than asked makes libcurl abort the transfer: the cap
+	 * holds against a hostile or broken server. */
+	if (nmemb && size > SIZE_MAX / nmemb)
+		return 0;
+	return broker_buf_append(b, p, size * nmemb, 0) == BROKER_OK ? size * nmemb : 0;
+}
+
+void broker_buf_wipe(struct broker_buf *b)
+{
+	size_t max = b->max;
+
+	broker_wipe_free(b->data, b->cap);
+	memset(b, 0, sizeof(*b));
+	b->max = max;
+}

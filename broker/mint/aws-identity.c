@@ -217,7 +217,7 @@ checked:
 static enum broker_err web_identity_fetch(struct broker_aws *aws, struct identity *ret, struct aws_error *why)
 {
 	enum broker_err err;
-	struct buf form = {0};
+	struct broker_buf form = {0};
 	struct aws_credentials cr = {0};
 	char *token = NULL;
 	size_t len = 0;

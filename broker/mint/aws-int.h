@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 
 #include "cibroker/mint-aws.h"
+#include "cibroker/util.h"
 
 #define STS_NS "https://sts.amazonaws.com/doc/2011-06-15/"
 #define STS_VERSION "2011-06-15"
@@ -55,11 +56,6 @@ struct broker_aws {
 };
 
 /* A growable byte buffer that wipes what it drops (it holds secrets). */
-struct buf {
-	char *data;
-	size_t len, cap;
-	bool oom, toobig;
-};
 
 /* aws.c */
 void aws_set_error(struct aws_error *why, int status, const char *code, const char *message, int retry_after);
@@ -67,15 +63,24 @@ void aws_set_error(struct aws_error *why, int status, const char *code, const ch
 bool aws_token_chars_ok(const char *s, size_t max);
 /* STS's RoleSessionName / SourceIdentity alphabet: [\w+=,.@-]{2,max}. */
 bool aws_sts_name_ok(const char *s, size_t max);
-void aws_buf_wipe(struct buf *b);
-bool aws_buf_append(struct buf *b, const char *s, size_t n, size_t max);
+/* Buffers hold secrets (credentials, the web identity token): struct
+ * broker_buf grows by copy-and-wipe, never realloc. */
+static inline void aws_buf_wipe(struct broker_buf *b)
+{
+	broker_buf_wipe(b);
+}
+
+static inline bool aws_buf_append(struct broker_buf *b, const char *s, size_t n, size_t max)
+{
+	return broker_buf_append(b, s, n, max) == BROKER_OK;
+}
 /* Appends "&key=value" with value form-encoded. */
-bool aws_form_add(struct buf *form, CURL *c, const char *key, const char *value);
+bool aws_form_add(struct broker_buf *form, CURL *c, const char *key, const char *value);
 /* One STS Query API call for `action` ("AssumeRole"); signed with id unless
  * NULL. own_identity: the call fetches the broker's own identity, so every
  * refusal is the broker's problem (UPSTREAM). *identity_rejected is set when
  * STS refused the signing identity. */
-enum broker_err aws_sts_call(struct broker_aws *aws, CURL *c, const struct buf *form, const struct identity *id,
+enum broker_err aws_sts_call(struct broker_aws *aws, CURL *c, const struct broker_buf *form, const struct identity *id,
 			     const char *action, bool own_identity, struct aws_credentials *ret, struct aws_error *why,
 			     bool *identity_rejected);
 

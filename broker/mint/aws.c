@@ -185,50 +185,8 @@ void aws_set_refresh_margin(struct broker_aws *aws, int64_t seconds)
 
 /* ---- HTTP: one form POST, body capped, secrets wiped ---- */
 
-void aws_buf_wipe(struct buf *b)
-{
-	broker_wipe_free(b->data, b->cap);
-	memset(b, 0, sizeof(*b));
-}
 
-/* Grows by copy-and-wipe rather than realloc: the buffers hold secrets
- * (response credentials, the web identity token) and realloc would leave
- * stale copies in freed memory. */
-bool aws_buf_append(struct buf *b, const char *s, size_t n, size_t max)
-{
-	if (b->len + n > max) {
-		b->toobig = true;
-		return false;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = malloc(cap);
-		if (!p) {
-			b->oom = true;
-			return false;
-		}
-		if (b->len)
-			memcpy(p, b->data, b->len);
-		broker_wipe_free(b->data, b->cap);
-		b->data = p;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return true;
-}
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ctx)
-{
-	return aws_buf_append(ctx, ptr, size * nmemb, RESPONSE_MAX) ? size * nmemb : 0;
-}
-
-bool aws_form_add(struct buf *form, CURL *c, const char *key, const char *value)
+bool aws_form_add(struct broker_buf *form, CURL *c, const char *key, const char *value)
 {
 	char *esc = curl_easy_escape(c, value, 0);
 	const char *p;
@@ -254,13 +212,13 @@ bool aws_form_add(struct buf *form, CURL *c, const char *key, const char *value)
 
 struct http_answer {
 	long status;         /* 0: no answer */
-	struct buf body;
+	struct broker_buf body;
 	int retry_after;     /* Retry-After seconds, 0 if absent */
 };
 
 /* POST form to the endpoint; signed with id if non-NULL. On transport
  * failure returns BROKER_ERR_UPSTREAM with why filled. */
-static enum broker_err http_post(struct broker_aws *aws, CURL *c, const struct buf *form, const struct identity *id,
+static enum broker_err http_post(struct broker_aws *aws, CURL *c, const struct broker_buf *form, const struct identity *id,
 				 struct http_answer *ans, struct aws_error *why)
 {
 	enum broker_err err = BROKER_ERR_NOMEM;
@@ -301,7 +259,7 @@ static enum broker_err http_post(struct broker_aws *aws, CURL *c, const struct b
 	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)form->len);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "cibroker");
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, broker_buf_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans->body);
 	if (id) {
 		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, aws->sigv4);
@@ -351,7 +309,7 @@ static void refuse_dtd(void *ctx, const xmlChar *name, const xmlChar *ext_id, co
 	xmlStopParser(ctxt);
 }
 
-static xmlDocPtr xml_parse(const struct buf *body)
+static xmlDocPtr xml_parse(const struct broker_buf *body)
 {
 	xmlParserCtxtPtr ctxt;
 	xmlDocPtr doc;
@@ -418,7 +376,7 @@ static xmlNodePtr xml_child(xmlNodePtr parent, const char *name, bool sts_ns)
 static char *xml_text(xmlNodePtr n)
 {
 	xmlNodePtr c;
-	struct buf b = {0};
+	struct broker_buf b = {0};
 
 	if (!n)
 		return NULL;
@@ -556,11 +514,11 @@ static const char *const identity_codes[] = {
 /* One STS Query API call. own_identity: the call fetches the broker's own
  * identity, so every refusal is the broker's problem (UPSTREAM).
  * *identity_rejected is set when STS refused the signing identity. */
-enum broker_err aws_sts_call(struct broker_aws *aws, CURL *c, const struct buf *form, const struct identity *id,
+enum broker_err aws_sts_call(struct broker_aws *aws, CURL *c, const struct broker_buf *form, const struct identity *id,
 				const char *action, bool own_identity, struct aws_credentials *ret,
 				struct aws_error *why, bool *identity_rejected)
 {
-	struct http_answer ans = {0};
+	struct http_answer ans = {.body = {.max = RESPONSE_MAX}};
 	enum broker_err err;
 	xmlDocPtr doc = NULL;
 	char *code = NULL, *message = NULL, fallback[64];
@@ -637,7 +595,7 @@ static bool request_valid(const struct aws_assume_request *req, const char **rea
 	return true;
 }
 
-static bool assume_form(struct buf *form, CURL *c, const struct aws_assume_request *req)
+static bool assume_form(struct broker_buf *form, CURL *c, const struct aws_assume_request *req)
 {
 	char name[48], duration[24];
 	const char *key;
@@ -672,7 +630,7 @@ enum broker_err aws_assume_role(struct broker_aws *aws, const struct aws_assume_
 {
 	enum broker_err err = BROKER_ERR_INVALID;
 	struct identity id = {0};
-	struct buf form = {0};
+	struct broker_buf form = {0};
 	struct aws_credentials cr = {0};
 	const char *reason;
 	bool rejected = false;

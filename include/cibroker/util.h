@@ -54,6 +54,22 @@ size_t broker_json_depth(const json_t *v);
 /* Read a whole file, at most max bytes (BROKER_ERR_TOOBIG beyond). NUL-terminated. */
 enum broker_err broker_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 
+/* A growable byte buffer for bodies that may hold secrets: growing it wipes
+ * the old block, data stays NUL-terminated, and it never grows past max. */
+struct broker_buf {
+	char *data;
+	size_t len, cap;
+	size_t max;   /* hard limit on len; 0 = no limit */
+	bool toobig;  /* an append was refused for max */
+	bool oom;     /* an append failed for memory */
+};
+/* BROKER_ERR_TOOBIG past limit (or b->max when limit is 0), BROKER_ERR_NOMEM. */
+enum broker_err broker_buf_append(struct broker_buf *b, const void *p, size_t n, size_t limit);
+/* libcurl CURLOPT_WRITEFUNCTION-shaped sink into a struct broker_buf (b->max applies). */
+size_t broker_buf_write(char *p, size_t size, size_t nmemb, void *b);
+/* Wipes and frees the contents; the buffer is empty (max kept) afterwards. */
+void broker_buf_wipe(struct broker_buf *b);
+
 /* Host part of an http(s) URL is loopback (127.0.0.0/8, ::1, localhost). */
 bool broker_url_is_loopback(const char *url);
 /* URL is https://, or http:// to a loopback host. */
