@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,8 +118,30 @@ static void test_misc(void)
 	CHECK(broker_ct_equal("abc", "abc", 3) && !broker_ct_equal("abc", "abd", 3));
 }
 
+static void test_buf(void)
+{
+	struct broker_buf b = {.max = 10};
+	char big[5000];
+
+	CHECK(broker_buf_append(&b, "hello", 5, 0) == BROKER_OK && b.len == 5 && strcmp(b.data, "hello") == 0);
+	CHECK(broker_buf_write("world", 1, 5, &b) == 5 && b.len == 10 && strcmp(b.data, "helloworld") == 0);
+	CHECK(broker_buf_write("!", 1, 1, &b) == 0 && b.toobig, "sink stops at max");
+	CHECK(b.len == 10 && strcmp(b.data, "helloworld") == 0, "a refused append changes nothing");
+	CHECK(broker_buf_append(&b, "x", 1, 100) == BROKER_OK, "explicit limit overrides max");
+	broker_buf_wipe(&b);
+	CHECK(b.data == NULL && b.len == 0 && b.cap == 0 && b.max == 10 && !b.toobig, "wipe empties, keeps max");
+	memset(big, 'a', sizeof(big));
+	b.max = 0;
+	for (int i = 0; i < 10; i++)
+		CHECK(broker_buf_append(&b, big, sizeof(big), 0) == BROKER_OK);
+	CHECK(b.len == 50000 && b.data[b.len] == '\0' && b.cap > b.len, "grows past the first block");
+	CHECK(broker_buf_write(big, SIZE_MAX / 2, 4, &b) == 0, "size*nmemb overflow refused");
+	broker_buf_wipe(&b);
+}
+
 int main(void)
 {
+	test_buf();
 	test_b64url();
 	test_durations();
 	test_json();
