@@ -46,13 +46,17 @@ struct policy_result {
 	char audit_reason[1024]; /* full reason for the audit log */
 };
 
-/* Match verified claims against the policy (allow, deny, issuer deny).
- * BROKER_OK = allowed; BROKER_ERR_DENIED = refused, with reasons filled. */
+/* Match verified claims against the policy: issuer deny, then policy deny,
+ * then allow; the first deciding condition wins. BROKER_OK = allowed (ret
+ * zeroed); BROKER_ERR_DENIED = refused, with both reasons filled. */
 enum broker_err policy_evaluate(const struct broker_policy_set *set, const struct broker_policy *p,
 				const json_t *claims, struct policy_result *ret);
 
-/* Rendered credential parameters for an allowed exchange. Missing template
- * claim -> BROKER_ERR_DENIED with reasons. */
+/* Rendered credential parameters for an allowed exchange. A template claim
+ * that is missing (or not a string/integer) -> BROKER_ERR_DENIED with why
+ * filled ("template claim 'x' missing" for the audit record); other failures
+ * (BROKER_ERR_NOMEM, BROKER_ERR_INVALID for the wrong credential type) leave
+ * why untouched. See docs/policies.md for the sanitising of aws names/tags. */
 struct policy_jwt_render {
 	char *subject;      /* NULL: use the CI token's sub */
 	json_t *claims;     /* extra claims object (owned) */
