@@ -115,8 +115,9 @@ static int parse_args(const char *sub, int argc, char **argv, struct policy_args
 	return 0;
 }
 
-/* Load config and policies; every diagnostic goes to stderr when asked (or
- * when the load failed, so a broken set never fails silently). */
+/* Load config and policies. `check` (show_all) prints every diagnostic and a
+ * failure summary; test and explain print diagnostics only when the load
+ * failed, so a broken set never fails silently. */
 static int load_all(const char *path, bool show_all, struct broker_config **ret_cfg,
 		    struct broker_policy_set **ret_set, size_t *ret_warnings)
 {
@@ -148,7 +149,7 @@ static int load_all(const char *path, bool show_all, struct broker_config **ret_
 			*ret_warnings = diag_warnings(d);
 		cfg = NULL;
 		set = NULL;
-	} else if (ret_warnings) {
+	} else if (show_all) {
 		fprintf(stderr, "policy check failed: %zu error%s, %zu warning%s\n", diag_errors(d),
 			diag_errors(d) == 1 ? "" : "s", diag_warnings(d), diag_warnings(d) == 1 ? "" : "s");
 	}
