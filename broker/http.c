@@ -359,7 +359,13 @@ void server_stop(struct broker_server *srv)
 		return;
 	/* Stop accepting first; MHD_stop_daemon then waits for the worker threads,
 	 * so exchanges in flight finish and are audited. */
-	MHD_quiesce_daemon(srv->daemon);
+	MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+
+	/* MHD hands the quiesced listening socket back instead of closing it;
+	 * left open, it would keep taking connections (SO_REUSEPORT) that no
+	 * one accepts while a replacement listener serves the same port. */
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 	MHD_stop_daemon(srv->daemon);
 	free(srv);
 }
