@@ -929,7 +929,10 @@ enum broker_err config_load(const char *path, struct diag *d, struct broker_conf
 	cfg->audit_sync = BROKER_AUDIT_SYNC_ALWAYS;
 	cfg->max_body = 16 * 1024;
 	cfg->max_ttl = 3600;
-	cfg->threads = online_cpus();
+	/* A worker blocked in the audit fdatasync or an STS call stalls its
+	 * connections; several per core keep the others serving and let group
+	 * commit batch records (docs/benchmarks.md). */
+	cfg->threads = online_cpus() * 4 < 1024 ? online_cpus() * 4 : 1024;
 	cfg->max_connections = 1024;
 	cfg->per_ip_connections = 64;
 	cfg->connection_timeout = 10;
