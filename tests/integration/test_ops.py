@@ -84,6 +84,32 @@ class OpsTest(unittest.TestCase):
         other = self.issuer.mint({"sub": "repo:acme/web:ref:refs/heads/other"})
         self.assertEqual(b.exchange(other, "web-deploy-prod").status_code, 200)
 
+    def test_request_deadline_cuts_trickling_body(self):
+        b = self.broker(extra={"server": {"request_deadline": 2, "connection_timeout": 30}}).start()
+        s = socket.create_connection(("127.0.0.1", b.port))
+        s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  b"Content-Length: 4000\r\n\r\n")
+        cut = False
+        sent = 0
+        s.settimeout(0.3)
+        end = time.time() + 20  # far beyond the 2 s deadline; the server must hang up long before
+        while time.time() < end and sent < 4000:
+            try:
+                s.sendall(b"a")
+                sent += 1
+                if s.recv(1024) == b"":
+                    cut = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                cut = True
+                break
+        s.close()
+        self.assertTrue(cut, "a body trickled past request_deadline must be cut off")
+        self.assertLess(sent, 4000)
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+
     def test_single_use_in_memory(self):
         b = self.broker(icfg={"single_use": True}).start()
         tok = self.issuer.mint()
