@@ -424,22 +424,20 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
 
 /* A record must be written even when a field holds junk: invalid bytes
  * become '?' and an over-long value is cut with "...", so the line stays
- * valid JSON and bounded. */
-static json_t *safe_string(const char *s)
+ * valid JSON and bounded. NULL writes null. */
+static void put_safe_string(struct broker_json_writer *w, const char *s)
 {
 	const unsigned char *in = (const unsigned char *)s;
+	char buf[AUDIT_MAX_STRING];
 	size_t n, o = 0;
 	bool cut;
-	char *buf;
-	json_t *v;
 
-	if (!s)
-		return json_null();
+	if (!s) {
+		broker_jw_raw(w, "null");
+		return;
+	}
 	n = strlen(s);
 	cut = n > AUDIT_MAX_STRING; /* output bytes = input bytes until cut */
-	buf = malloc((cut ? AUDIT_MAX_STRING : n) + 1);
-	if (!buf)
-		return NULL;
 	for (size_t i = 0; i < n;) {
 		size_t l = utf8_seq_len(in + i, n - i);
 
@@ -457,70 +455,66 @@ static json_t *safe_string(const char *s)
 			i++;
 		}
 	}
-	v = json_stringn(buf, o);
-	free(buf);
-	return v;
+	broker_jw_stringn(w, buf, o);
 }
 
 /* The record as compact JSON without its chain link: "{...," (the final '}'
- * turned into ','), so the flusher only appends "prev":"<hex>"}. Key order
- * is insertion order (jansson >= 2.8). */
+ * turned into ','), so the flusher only appends "prev":"<hex>"}. Written as
+ * text in the field order of DESIGN.md, byte for byte what json_dumps of the
+ * same object wrote before (building the object only to dump it cost more
+ * than the rest of the audit path together: docs/benchmarks.md). */
 static enum broker_err record_body(const struct audit_record *rec, bool drop_claims, char **ret, size_t *ret_len)
 {
+	struct broker_json_writer w = {.buf = {.max = AUDIT_MAX_LINE}};
 	char ts[32];
-	json_t *o = NULL, *claims = NULL;
-	char *dump = NULL;
-	size_t len;
-	int bad = 0;
-	enum broker_err err = BROKER_ERR_NOMEM;
 
 	if ((rec->claims && !json_is_object(rec->claims)) || (rec->credential && !json_is_object(rec->credential)))
 		return BROKER_ERR_INVALID;
 	broker_fmt_time_ms(rec->ts_us ? rec->ts_us : broker_now_us(), ts, sizeof(ts));
+	broker_jw_raw(&w, "{\"ts\":");
+	broker_jw_string(&w, ts);
+	broker_jw_raw(&w, ",\"request_id\":");
+	put_safe_string(&w, rec->request_id);
+	broker_jw_raw(&w, ",\"remote\":");
+	put_safe_string(&w, rec->remote);
+	broker_jw_raw(&w, rec->allow ? ",\"decision\":\"allow\",\"error\":" : ",\"decision\":\"deny\",\"error\":");
+	put_safe_string(&w, rec->error);
+	broker_jw_raw(&w, ",\"reason\":");
+	put_safe_string(&w, rec->reason);
+	broker_jw_raw(&w, ",\"audience\":");
+	put_safe_string(&w, rec->audience);
+	broker_jw_raw(&w, ",\"policy\":");
+	put_safe_string(&w, rec->policy);
+	broker_jw_raw(&w, ",\"issuer\":");
+	put_safe_string(&w, rec->issuer);
+	broker_jw_raw(&w, ",\"sub\":");
+	put_safe_string(&w, rec->sub);
+	broker_jw_raw(&w, ",\"token_jti\":");
+	put_safe_string(&w, rec->token_jti);
+	broker_jw_raw(&w, ",\"claims\":");
 	if (drop_claims)
-		claims = json_pack("{s:b}", "truncated", 1);
+		broker_jw_raw(&w, "{\"truncated\":true}");
 	else
-		claims = rec->claims ? json_incref((json_t *)rec->claims) : json_null();
-	o = json_object();
-	if (!o || !claims)
-		goto out;
-	bad |= json_object_set_new(o, "ts", json_string(ts));
-	bad |= json_object_set_new(o, "request_id", safe_string(rec->request_id));
-	bad |= json_object_set_new(o, "remote", safe_string(rec->remote));
-	bad |= json_object_set_new(o, "decision", json_string(rec->allow ? "allow" : "deny"));
-	bad |= json_object_set_new(o, "error", safe_string(rec->error));
-	bad |= json_object_set_new(o, "reason", safe_string(rec->reason));
-	bad |= json_object_set_new(o, "audience", safe_string(rec->audience));
-	bad |= json_object_set_new(o, "policy", safe_string(rec->policy));
-	bad |= json_object_set_new(o, "issuer", safe_string(rec->issuer));
-	bad |= json_object_set_new(o, "sub", safe_string(rec->sub));
-	bad |= json_object_set_new(o, "token_jti", safe_string(rec->token_jti));
-	bad |= json_object_set(o, "claims", claims);
-	bad |= json_object_set_new(o, "credential",
-				   rec->credential ? json_incref((json_t *)rec->credential) : json_null());
-	bad |= json_object_set_new(o, "latency_us", json_integer(rec->latency_us));
-	if (bad)
-		goto out;
+		broker_jw_value(&w, rec->claims);
+	broker_jw_raw(&w, ",\"credential\":");
+	broker_jw_value(&w, rec->credential);
+	broker_jw_raw(&w, ",\"latency_us\":");
+	broker_jw_int(&w, rec->latency_us);
 	/* Compact output has no newline: control characters in strings are
 	 * escaped, so one record is always exactly one line. */
-	dump = json_dumps(o, JSON_COMPACT);
-	if (!dump)
-		goto out;
-	len = strlen(dump);
-	if (len + AUDIT_LINK_LEN > AUDIT_MAX_LINE) {
-		err = BROKER_ERR_TOOBIG;
-		goto out;
+	broker_jw_raw(&w, ",");
+	if (w.err == BROKER_OK && w.buf.len + AUDIT_LINK_LEN > AUDIT_MAX_LINE)
+		w.err = BROKER_ERR_TOOBIG;
+	if (w.err != BROKER_OK) {
+		free(w.buf.data);
+		/* Past the buffer's max is past the line limit too. A string
+		 * that is not UTF-8 can only come from a json_t built without
+		 * jansson's checks; json_dumps failed on those as well. */
+		return w.err == BROKER_ERR_TOOBIG ? BROKER_ERR_TOOBIG : BROKER_ERR_NOMEM;
 	}
-	dump[len - 1] = ',';
-	*ret = dump;
-	*ret_len = len;
-	dump = NULL;
-	err = BROKER_OK;
-out:
-	free(dump);
-	json_decref(claims);
-	json_decref(o);
-	return err;
+	*ret = w.buf.data;
+	*ret_len = w.buf.len;
+	return BROKER_OK;
 }
 
 /* ---- writing a batch (flusher role, no lock held) ---- */

@@ -210,7 +210,10 @@ static bool mint_credential(struct exchange *x)
 	memset(&why, 0, sizeof(why));
 	struct policy_jwt_render r = {0};
 	char *token = NULL, jti[23], exp_text[32];
-	json_t *ci = NULL, *answer = NULL;
+	json_t *ci = NULL;
+	/* The answer carries the credential: the writer's buffer wipes what it
+	 * outgrows, and the text is what json_dumps of the same object wrote. */
+	struct broker_json_writer answer = {.buf = {.max = 256 * 1024}};
 	int64_t now = broker_now(), ttl = policy_ttl(x->policy);
 	bool ok = false;
 
@@ -244,24 +247,23 @@ static bool mint_credential(struct exchange *x)
 	}
 	broker_fmt_time(now + ttl, exp_text, sizeof(exp_text));
 	x->credential = json_pack("{s:s, s:s, s:s}", "type", "jwt", "id", jti, "expires_at", exp_text);
-	answer = json_pack("{s:s, s:s, s:s, s:I}", "access_token", token, "issued_token_type", TYPE_JWT,
-			   "token_type", "Bearer", "expires_in", (json_int_t)ttl);
-	if (!x->credential || !answer)
+	if (!x->credential)
 		goto oom;
-	x->secret_body = json_dumps(answer, JSON_COMPACT);
-	if (!x->secret_body)
+	broker_jw_raw(&answer, "{\"access_token\":");
+	broker_jw_string(&answer, token);
+	broker_jw_raw(&answer, ",\"issued_token_type\":\"" TYPE_JWT "\",\"token_type\":\"Bearer\",\"expires_in\":");
+	broker_jw_int(&answer, ttl);
+	broker_jw_raw(&answer, "}");
+	if (answer.err != BROKER_OK)
 		goto oom;
+	x->secret_body = answer.buf.data;
+	answer.buf.data = NULL;
 	ok = true;
 	goto out;
 oom:
 	fail(x, 503, "temporarily_unavailable", "out of memory", NULL);
 out:
-	if (answer) {
-		json_t *at = json_object_get(answer, "access_token");
-		if (json_is_string(at))
-			OPENSSL_cleanse((char *)json_string_value(at), json_string_length(at));
-		json_decref(answer);
-	}
+	broker_buf_wipe(&answer.buf);
 	broker_secret_free(token);
 	json_decref(ci);
 	policy_jwt_render_clear(&r);

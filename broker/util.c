@@ -104,27 +104,43 @@ out:
 	return err;
 }
 
+size_t b64url_encode_into(const void *in, size_t len, char *out)
+{
+	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	const unsigned char *p = in;
+	size_t o = 0, i = 0;
+
+	for (; i + 3 <= len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+
+		out[o++] = alphabet[v >> 18];
+		out[o++] = alphabet[(v >> 12) & 63];
+		out[o++] = alphabet[(v >> 6) & 63];
+		out[o++] = alphabet[v & 63];
+	}
+	if (len - i == 1) {
+		out[o++] = alphabet[p[i] >> 2];
+		out[o++] = alphabet[(p[i] & 3) << 4];
+	} else if (len - i == 2) {
+		uint32_t v = (uint32_t)p[i] << 8 | p[i + 1];
+
+		out[o++] = alphabet[v >> 10];
+		out[o++] = alphabet[(v >> 4) & 63];
+		out[o++] = alphabet[(v & 15) << 2];
+	}
+	out[o] = '\0';
+	return o;
+}
+
 char *b64url_encode(const void *in, size_t len)
 {
-	size_t cap = (len + 2) / 3 * 4 + 1;
 	char *out;
-	int n;
 
 	if (len > INT_MAX / 2)
 		return NULL;
-	out = malloc(cap);
-	if (!out)
-		return NULL;
-	n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	while (n > 0 && out[n - 1] == '=')
-		n--;
-	out[n] = '\0';
-	for (int i = 0; i < n; i++) {
-		if (out[i] == '+')
-			out[i] = '-';
-		else if (out[i] == '/')
-			out[i] = '_';
-	}
+	out = malloc(B64URL_ENCODED_LEN(len) + 1);
+	if (out)
+		b64url_encode_into(in, len, out);
 	return out;
 }
 
@@ -484,4 +500,224 @@ void broker_buf_wipe(struct broker_buf *b)
 	broker_wipe_free(b->data, b->cap);
 	memset(b, 0, sizeof(*b));
 	b->max = max;
+}
+
+/* ---- JSON writer ---- */
+
+static void jw_put(struct broker_json_writer *w, const void *p, size_t n)
+{
+	enum broker_err err;
+
+	if (w->err != BROKER_OK || n == 0)
+		return;
+	err = broker_buf_append(&w->buf, p, n, 0);
+	if (err != BROKER_OK)
+		w->err = err;
+}
+
+void broker_jw_raw(struct broker_json_writer *w, const char *text)
+{
+	jw_put(w, text, strlen(text));
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0: jansson's rules (no
+ * overlongs, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+void broker_jw_stringn(struct broker_json_writer *w, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p = (const unsigned char *)s, *end, *run;
+
+	if (w->err != BROKER_OK)
+		return;
+	if (!s) {
+		jw_put(w, "null", 4);
+		return;
+	}
+	end = p + len;
+	jw_put(w, "\"", 1);
+	for (run = p; p < end;) {
+		unsigned char c = *p;
+		char esc[6] = {'\\', 0, '0', '0', 0, 0};
+		size_t esc_len = 2;
+
+		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+			p++;
+			continue;
+		}
+		if (c >= 0x80) {
+			size_t l = utf8_seq_len(p, (size_t)(end - p));
+
+			if (!l) {
+				w->err = BROKER_ERR_INVALID;
+				return;
+			}
+			p += l;
+			continue;
+		}
+		jw_put(w, run, (size_t)(p - run));
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			esc[1] = 'u';
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			esc_len = 6;
+		}
+		jw_put(w, esc, esc_len);
+		run = ++p;
+	}
+	jw_put(w, run, (size_t)(p - run));
+	jw_put(w, "\"", 1);
+}
+
+void broker_jw_string(struct broker_json_writer *w, const char *s)
+{
+	broker_jw_stringn(w, s, s ? strlen(s) : 0);
+}
+
+void broker_jw_int(struct broker_json_writer *w, int64_t v)
+{
+	char buf[24], *p = buf + sizeof(buf);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	jw_put(w, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+/* jansson's jsonp_dtostr with its default precision: "%.17g", ".0" when the
+ * text has neither '.' nor 'e', then no '+' and no leading zeros in the
+ * exponent. The C locale is assumed (the broker never calls setlocale). */
+static void jw_real(struct broker_json_writer *w, double v)
+{
+	char buf[64], *e, *digits, *nz;
+	int n = snprintf(buf, sizeof(buf), "%.17g", v);
+	size_t len;
+
+	if (n < 0 || (size_t)n >= sizeof(buf) - 3) {
+		w->err = BROKER_ERR_INVALID;
+		return;
+	}
+	len = (size_t)n;
+	if (!strchr(buf, '.') && !strchr(buf, 'e')) {
+		memcpy(buf + len, ".0", 3);
+		len += 2;
+	}
+	e = strchr(buf, 'e');
+	if (e) {
+		digits = e + 1;
+		nz = digits + 1;
+		if (*digits == '-')
+			digits++;
+		while (*nz == '0')
+			nz++;
+		if (nz != digits) {
+			memmove(digits, nz, len - (size_t)(nz - buf) + 1);
+			len -= (size_t)(nz - digits);
+		}
+	}
+	jw_put(w, buf, len);
+}
+
+static void jw_value(struct broker_json_writer *w, const json_t *v, size_t depth)
+{
+	const char *key;
+	size_t key_len, i;
+	json_t *c;
+	bool first = true;
+
+	if (w->err != BROKER_OK)
+		return;
+	if (depth > BROKER_JSON_WRITE_MAX_DEPTH) {
+		w->err = BROKER_ERR_INVALID;
+		return;
+	}
+	switch (v ? json_typeof(v) : JSON_NULL) {
+	case JSON_OBJECT:
+		jw_put(w, "{", 1);
+		json_object_keylen_foreach((json_t *)v, key, key_len, c) {
+			if (!first)
+				jw_put(w, ",", 1);
+			first = false;
+			broker_jw_stringn(w, key, key_len);
+			jw_put(w, ":", 1);
+			jw_value(w, c, depth + 1);
+		}
+		jw_put(w, "}", 1);
+		break;
+	case JSON_ARRAY:
+		jw_put(w, "[", 1);
+		json_array_foreach(v, i, c) {
+			if (i)
+				jw_put(w, ",", 1);
+			jw_value(w, c, depth + 1);
+		}
+		jw_put(w, "]", 1);
+		break;
+	case JSON_STRING:
+		broker_jw_stringn(w, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		broker_jw_int(w, (int64_t)json_integer_value(v));
+		break;
+	case JSON_REAL:
+		jw_real(w, json_real_value(v));
+		break;
+	case JSON_TRUE:
+		jw_put(w, "true", 4);
+		break;
+	case JSON_FALSE:
+		jw_put(w, "false", 5);
+		break;
+	case JSON_NULL:
+		jw_put(w, "null", 4);
+		break;
+	}
+}
+
+void broker_jw_value(struct broker_json_writer *w, const json_t *v)
+{
+	jw_value(w, v, 0);
 }

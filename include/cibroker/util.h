@@ -23,6 +23,11 @@ bool broker_ct_equal(const void *a, const void *b, size_t len);
 enum broker_err b64url_decode(const char *in, size_t len, unsigned char **ret, size_t *ret_len);
 /* Unpadded base64url; returns malloc'd NUL-terminated string or NULL. */
 char *b64url_encode(const void *in, size_t len);
+/* Characters b64url_encode_into writes for len bytes (without the NUL). */
+#define B64URL_ENCODED_LEN(len) ((len) / 3 * 4 + ((len) % 3 ? (len) % 3 + 1 : 0))
+/* Unpadded base64url into out (B64URL_ENCODED_LEN(len) + 1 bytes), NUL-
+ * terminated; returns the length. For hot paths that own their buffer. */
+size_t b64url_encode_into(const void *in, size_t len, char *out);
 
 /* SHA-256 of a buffer as 64 lowercase hex chars + NUL. */
 void broker_sha256_hex(const void *in, size_t len, char out[65]);
@@ -69,6 +74,30 @@ enum broker_err broker_buf_append(struct broker_buf *b, const void *p, size_t n,
 size_t broker_buf_write(char *p, size_t size, size_t nmemb, void *b);
 /* Wipes and frees the contents; the buffer is empty (max kept) afterwards. */
 void broker_buf_wipe(struct broker_buf *b);
+
+/* Compact JSON text written straight into a struct broker_buf, byte for byte
+ * what jansson's json_dumps(v, JSON_COMPACT) writes: members in insertion
+ * order, UTF-8 kept as is, '"' and '\\' escaped, control characters as \b \f
+ * \n \r \t or \u00XX (upper-case hex), '/' not escaped, integers in
+ * decimal, reals as "%.17g" with ".0" added when it would read as an integer.
+ * Skips building a json_t only to dump and free it (docs/benchmarks.md).
+ * The first error sticks, later calls do nothing: BROKER_ERR_INVALID for a
+ * string that is not valid UTF-8 (json_string() refuses those too) or a value
+ * nested deeper than BROKER_JSON_WRITE_MAX_DEPTH, BROKER_ERR_TOOBIG past
+ * buf.max, BROKER_ERR_NOMEM. The buffer may hold secrets: broker_buf_wipe it. */
+#define BROKER_JSON_WRITE_MAX_DEPTH 2048
+struct broker_json_writer {
+	struct broker_buf buf;
+	enum broker_err err;
+};
+/* Text already in JSON form (punctuation, constant keys). */
+void broker_jw_raw(struct broker_json_writer *w, const char *text);
+/* A JSON string; NULL writes null. */
+void broker_jw_string(struct broker_json_writer *w, const char *s);
+void broker_jw_stringn(struct broker_json_writer *w, const char *s, size_t len);
+void broker_jw_int(struct broker_json_writer *w, int64_t v);
+/* Any json_t as json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) would; NULL writes null. */
+void broker_jw_value(struct broker_json_writer *w, const json_t *v);
 
 /* Host part of an http(s) URL is loopback (127.0.0.0/8, ::1, localhost). */
 bool broker_url_is_loopback(const char *url);
