@@ -59,7 +59,6 @@ struct condition {
 	struct pattern *pats;
 	size_t n_pats;
 	bool list;              /* written as a list (only changes the wording) */
-	char *want;             /* display of the expected value(s), for audit/explain */
 	const char *file;       /* interned in the set */
 	int line, col;          /* of the claim key */
 };
@@ -148,6 +147,10 @@ bool condition_holds(const struct condition *c, const json_t *claims, char *seen
 /* First condition of cs that does not hold (allow) or holds (deny); NULL if none. */
 const struct condition *condset_first_failing(const struct condset *cs, const json_t *claims, bool deny, char *seen,
 					      size_t seen_len);
+/* Display of the expected value(s) for audit reasons and explain: "a" or
+ * "any of [a, {regex: b}]", cut with "..." to fit. */
+#define POLICY_WANT_MAX 512
+void condition_want(const struct condition *c, char out[static POLICY_WANT_MAX]);
 /* Scalar claim -> its comparison text. buf is scratch for numbers/booleans. */
 bool claim_scalar_text(const json_t *v, char *buf, size_t buflen, const char **ret, size_t *ret_len);
 /* Quoted, escaped, truncated display of bytes (for audit reasons). */

@@ -339,50 +339,43 @@ static enum broker_err pattern_compile(const struct doc_node *n, const char *fil
 	return r;
 }
 
-static char *pattern_display(const struct pattern *p)
+static void pattern_display(const struct pattern *p, char *buf, size_t len)
 {
-	char buf[POLICY_PATTERN_MAX * 2 + 32], q[POLICY_PATTERN_MAX * 2 + 16];
+	char q[POLICY_PATTERN_MAX * 2 + 16];
 
 	display_bytes(p->src, strlen(p->src), q, sizeof(q));
 	if (p->kind == PATTERN_REGEX)
-		snprintf(buf, sizeof(buf), "{regex: %s}", q);
+		snprintf(buf, len, "{regex: %s}", q);
 	else
-		snprintf(buf, sizeof(buf), "%s", q);
-	return strdup(buf);
+		snprintf(buf, len, "%s", q);
 }
 
-/* "a" | "any of [a, b, {regex: c}]", truncated for the audit line. */
-static char *condition_want(const struct condition *c)
+/* "a" | "any of [a, b, {regex: c}]", truncated for the audit line. Built
+ * when a reason or explain line needs it, not kept per condition: only a
+ * refused exchange or an operator's explain ever reads it. */
+void condition_want(const struct condition *c, char out[static POLICY_WANT_MAX])
 {
-	size_t cap = 512, o = 0;
-	char *out = malloc(cap);
+	const size_t cap = POLICY_WANT_MAX;
+	size_t o = 0;
 
-	if (!out)
-		return NULL;
 	out[0] = '\0';
 	if (c->list)
 		o = (size_t)snprintf(out, cap, "any of [");
 	for (size_t i = 0; i < c->n_pats; i++) {
-		char *one = pattern_display(&c->pats[i]);
+		char one[POLICY_PATTERN_MAX * 2 + 32];
 		size_t l;
 
-		if (!one) {
-			free(out);
-			return NULL;
-		}
+		pattern_display(&c->pats[i], one, sizeof(one));
 		l = strlen(one);
 		if (o + l + 8 >= cap) {
-			free(one);
 			snprintf(out + o, cap - o, "...");
 			o += 3;
 			break;
 		}
 		o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? ", " : "", one);
-		free(one);
 	}
 	if (c->list && o + 2 < cap)
 		snprintf(out + o, cap - o, "]");
-	return out;
 }
 
 static bool claim_name_ok(const char *s, size_t len)
@@ -401,7 +394,6 @@ static void condition_clear(struct condition *c)
 		pattern_clear(&c->pats[i]);
 	free(c->pats);
 	free(c->claim);
-	free(c->want);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -461,10 +453,7 @@ static enum broker_err condition_compile(const struct doc_node *key, const struc
 		}
 		c->n_pats++;
 	}
-	if (r != BROKER_OK)
-		return r;
-	c->want = condition_want(c);
-	return c->want ? BROKER_OK : BROKER_ERR_NOMEM;
+	return r;
 }
 
 enum broker_err condset_compile(const struct doc_node *map, const char *file, const char *what, struct diag *d,

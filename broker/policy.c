@@ -152,7 +152,7 @@ enum broker_err policy_evaluate(const struct broker_policy_set *set, const struc
 {
 	const struct condset *idn;
 	const struct condition *c;
-	char seen[256];
+	char seen[256], want[POLICY_WANT_MAX];
 
 	memset(ret, 0, sizeof(*ret));
 	if (!set || !p || !json_is_object(claims)) {
@@ -164,24 +164,27 @@ enum broker_err policy_evaluate(const struct broker_policy_set *set, const struc
 	if (idn && (c = condset_first_failing(idn, claims, true, seen, sizeof(seen)))) {
 		snprintf(ret->client_reason, sizeof(ret->client_reason), "denied by condition on claim '%.64s'",
 			 c->claim);
+		condition_want(c, want);
 		set_reason(ret->audit_reason, sizeof(ret->audit_reason),
 			 "issuer '%.64s' deny condition on claim '%.128s' (%.200s:%d:%d) held: saw %s, matches %.300s",
-			 p->issuer, c->claim, c->file, c->line, c->col, seen, c->want);
+			 p->issuer, c->claim, c->file, c->line, c->col, seen, want);
 		return BROKER_ERR_DENIED;
 	}
 	if ((c = condset_first_failing(&p->deny, claims, true, seen, sizeof(seen)))) {
 		snprintf(ret->client_reason, sizeof(ret->client_reason), "denied by condition on claim '%.64s'",
 			 c->claim);
+		condition_want(c, want);
 		set_reason(ret->audit_reason, sizeof(ret->audit_reason),
 			 "policy '%.128s' deny condition on claim '%.128s' (%.200s:%d:%d) held: saw %s, matches %.300s",
-			 p->name, c->claim, c->file, c->line, c->col, seen, c->want);
+			 p->name, c->claim, c->file, c->line, c->col, seen, want);
 		return BROKER_ERR_DENIED;
 	}
 	if ((c = condset_first_failing(&p->allow, claims, false, seen, sizeof(seen)))) {
 		snprintf(ret->client_reason, sizeof(ret->client_reason), "claim '%.64s' did not match", c->claim);
+		condition_want(c, want);
 		set_reason(ret->audit_reason, sizeof(ret->audit_reason),
 			 "policy '%.128s' allow condition on claim '%.128s' (%.200s:%d:%d) not met: saw %s, want %.300s",
-			 p->name, c->claim, c->file, c->line, c->col, seen, c->want);
+			 p->name, c->claim, c->file, c->line, c->col, seen, want);
 		return BROKER_ERR_DENIED;
 	}
 	return BROKER_OK;
@@ -192,12 +195,14 @@ static void explain_set(const struct condset *cs, const char *what, bool deny, c
 {
 	for (size_t i = 0; i < cs->n; i++) {
 		const struct condition *c = &cs->v[i];
-		char seen[256], line[1400];
+		char seen[256], want[POLICY_WANT_MAX], line[1400];
 		bool held = condition_holds(c, claims, seen, sizeof(seen));
+
+		condition_want(c, want);
 
 		snprintf(line, sizeof(line), "%-11s %s = %s: %s%s (want %.600s) [%s:%d:%d]", what, c->claim, seen,
 			 held ? "held" : "not held", deny ? (held ? " -> deny" : "") : (held ? "" : " -> deny"),
-			 c->want, c->file, c->line, c->col);
+			 want, c->file, c->line, c->col);
 		fn(ctx, line);
 	}
 }
