@@ -49,8 +49,7 @@ struct pattern {
 	size_t len;
 	uint16_t *tok;          /* glob: compiled tokens */
 	size_t n_tok;
-	regex_t re;             /* regex: "^(" src ")$" */
-	bool re_ok;
+	const regex_t *re;      /* regex: "^(" src ")$", shared in the set; NULL if it did not compile */
 	int line, col;
 };
 
@@ -118,6 +117,28 @@ struct broker_policy {
 	char *session_policy;   /* compact JSON text */
 };
 
+/* A compiled regex, shared by every pattern of the set with the same
+ * source: glibc's compiled form takes several KiB, and policy repositories
+ * repeat their regexes (environment and tag patterns) across policies. */
+struct policy_regex {
+	struct policy_regex *next; /* the set's list, for regfree */
+	regex_t re;
+	char src[];                /* "^(" source ")$", as compiled */
+};
+
+/* Byte string -> pointer, open addressing. Keys are not copied: they must
+ * outlive the table. Used while loading only. */
+struct str_table_slot {
+	const char *key;
+	size_t len;
+	void *val;
+};
+
+struct str_table {
+	struct str_table_slot *slots;
+	size_t cap, n;
+};
+
 struct issuer_deny {
 	char *issuer_name;
 	struct condset deny;
@@ -132,10 +153,17 @@ struct broker_policy_set {
 	size_t n_issuers;
 	char **files;           /* interned file names that conditions point at */
 	size_t n_files, cap_files;
+	struct policy_regex *regexes;
+	struct str_table regex_by_src; /* load time only */
 };
 
+/* policy.c: the load-time string table. */
+void *str_table_get(const struct str_table *t, const char *key, size_t len);
+enum broker_err str_table_put(struct str_table *t, const char *key, size_t len, void *val);
+void str_table_clear(struct str_table *t);
+
 /* policy-match.c: patterns and conditions. */
-enum broker_err condset_compile(const struct doc_node *map, const char *file, const char *what, struct diag *d,
+enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_node *map, const char *file, const char *what, struct diag *d,
 				struct condset *ret);
 void condset_clear(struct condset *cs);
 bool pattern_match(const struct pattern *p, const char *s, size_t len);

@@ -162,12 +162,12 @@ static enum broker_err h_allow(struct load_ctx *ctx, const struct doc_node *key,
 {
 	ctx->p->allow_line = key->line;
 	ctx->p->allow_col = key->col;
-	return condset_compile(val, ctx->file, "allow", ctx->d, &ctx->p->allow);
+	return condset_compile(ctx->set, val, ctx->file, "allow", ctx->d, &ctx->p->allow);
 }
 
 static enum broker_err h_deny(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
 {
-	return condset_compile(val, ctx->file, "deny", ctx->d, &ctx->p->deny);
+	return condset_compile(ctx->set, val, ctx->file, "deny", ctx->d, &ctx->p->deny);
 }
 
 static const struct key_table policy_keys[] = {
@@ -330,6 +330,14 @@ void policy_set_free(struct broker_policy_set *set)
 	for (size_t i = 0; i < set->n_files; i++)
 		free(set->files[i]);
 	free(set->files);
+	while (set->regexes) {
+		struct policy_regex *next = set->regexes->next;
+
+		regfree(&set->regexes->re);
+		free(set->regexes);
+		set->regexes = next;
+	}
+	str_table_clear(&set->regex_by_src);
 	free(set);
 }
 
@@ -355,7 +363,7 @@ static enum broker_err set_new(const struct broker_config *cfg, struct diag *d, 
 		file = policy_set_intern_file(set, ic->file ? ic->file : cfg->path ? cfg->path : "(config)");
 		if (!file)
 			goto out;
-		if (condset_compile(ic->deny, file, "deny", d, &set->issuers[i].deny) == BROKER_ERR_NOMEM)
+		if (condset_compile(set, ic->deny, file, "deny", d, &set->issuers[i].deny) == BROKER_ERR_NOMEM)
 			goto out;
 	}
 	*ret = set;
@@ -493,6 +501,8 @@ static enum broker_err load_common(const struct broker_config *cfg, struct diag 
 		r = load_dir(&ctx, cfg->policies_dir);
 	if (r == BROKER_ERR_NOMEM)
 		goto out;
+	/* compiling is done: only lookups by name remain */
+	str_table_clear(&ctx.set->regex_by_src);
 	policy_lint(cfg, ctx.set, d);
 	r = diag_errors(d) > errors ? BROKER_ERR_CONFIG : BROKER_OK;
 	if (r == BROKER_OK) {

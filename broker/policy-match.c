@@ -54,8 +54,6 @@ static void pattern_clear(struct pattern *p)
 	free(p->src);
 	free(p->bytes);
 	free(p->tok);
-	if (p->re_ok)
-		regfree(&p->re);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -231,35 +229,44 @@ static const char *regex_shape_problem(const char *s, size_t len)
 	return depth ? "unmatched '('" : NULL;
 }
 
-static enum broker_err compile_regex(struct pattern *p, const char *s, size_t len, char *err, size_t errlen)
+static enum broker_err compile_regex(struct broker_policy_set *set, struct pattern *p, const char *s, size_t len,
+				     char *err, size_t errlen)
 {
 	const char *problem = regex_shape_problem(s, len);
-	char *wrapped;
+	struct policy_regex *rx;
 	int rc;
 
 	if (problem) {
 		snprintf(err, errlen, "%s", problem);
 		return BROKER_ERR_CONFIG;
 	}
-	wrapped = malloc(len + 5);
-	if (!wrapped)
-		return BROKER_ERR_NOMEM;
-	memcpy(wrapped, "^(", 2);
-	memcpy(wrapped + 2, s, len);
-	memcpy(wrapped + 2 + len, ")$", 3);
-	rc = regcomp(&p->re, wrapped, REG_EXTENDED | REG_NOSUB);
-	free(wrapped);
-	if (rc != 0) {
-		regerror(rc, &p->re, err, errlen);
-		return BROKER_ERR_CONFIG;
+	rx = str_table_get(&set->regex_by_src, s, len);
+	if (!rx) {
+		rx = malloc(sizeof(*rx) + len + 5);
+		if (!rx)
+			return BROKER_ERR_NOMEM;
+		memcpy(rx->src, "^(", 2);
+		memcpy(rx->src + 2, s, len);
+		memcpy(rx->src + 2 + len, ")$", 3);
+		rc = regcomp(&rx->re, rx->src, REG_EXTENDED | REG_NOSUB);
+		if (rc != 0) {
+			regerror(rc, &rx->re, err, errlen);
+			free(rx);
+			return BROKER_ERR_CONFIG;
+		}
+		rx->next = set->regexes;
+		set->regexes = rx;
+		/* the key is the source inside rx, which lives as long as the set */
+		if (str_table_put(&set->regex_by_src, rx->src + 2, len, rx) != BROKER_OK)
+			return BROKER_ERR_NOMEM;
 	}
-	p->re_ok = true;
+	p->re = &rx->re;
 	p->kind = PATTERN_REGEX;
 	return BROKER_OK;
 }
 
 /* One element: a scalar (exact or glob) or {regex: "..."}. */
-static enum broker_err pattern_compile(const struct doc_node *n, const char *file, const char *claim, struct diag *d,
+static enum broker_err pattern_compile(struct broker_policy_set *set, const struct doc_node *n, const char *file, const char *claim, struct diag *d,
 				       struct pattern *p)
 {
 	const struct doc_node *src = n;
@@ -317,7 +324,7 @@ static enum broker_err pattern_compile(const struct doc_node *n, const char *fil
 	if (!p->src)
 		return BROKER_ERR_NOMEM;
 	if (src != n) {
-		r = compile_regex(p, src->str, src->len, err, sizeof(err));
+		r = compile_regex(set, p, src->str, src->len, err, sizeof(err));
 		if (r == BROKER_ERR_CONFIG)
 			diag_error(d, file, src->line, src->col, "condition on '%s': bad regex: %s", claim, err);
 	} else {
@@ -408,7 +415,7 @@ void condset_clear(struct condset *cs)
 	cs->n = 0;
 }
 
-static enum broker_err condition_compile(const struct doc_node *key, const struct doc_node *val, const char *file,
+static enum broker_err condition_compile(struct broker_policy_set *set, const struct doc_node *key, const struct doc_node *val, const char *file,
 					 struct diag *d, struct condition *c)
 {
 	enum broker_err r = BROKER_OK;
@@ -440,7 +447,7 @@ static enum broker_err condition_compile(const struct doc_node *key, const struc
 	if (!c->pats)
 		return BROKER_ERR_NOMEM;
 	for (size_t i = 0; i < n; i++) {
-		enum broker_err e = pattern_compile(c->list ? val->items[i] : val, file, key->str, d, &c->pats[c->n_pats]);
+		enum broker_err e = pattern_compile(set, c->list ? val->items[i] : val, file, key->str, d, &c->pats[c->n_pats]);
 
 		if (e == BROKER_ERR_NOMEM) {
 			pattern_clear(&c->pats[c->n_pats]);
@@ -456,7 +463,7 @@ static enum broker_err condition_compile(const struct doc_node *key, const struc
 	return r;
 }
 
-enum broker_err condset_compile(const struct doc_node *map, const char *file, const char *what, struct diag *d,
+enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_node *map, const char *file, const char *what, struct diag *d,
 				struct condset *cs)
 {
 	enum broker_err r = BROKER_OK;
@@ -476,7 +483,7 @@ enum broker_err condset_compile(const struct doc_node *map, const char *file, co
 	if (!cs->v)
 		return BROKER_ERR_NOMEM;
 	for (size_t i = 0; i < map->n; i++) {
-		enum broker_err e = condition_compile(map->keys[i], map->items[i], file, d, &cs->v[cs->n]);
+		enum broker_err e = condition_compile(set, map->keys[i], map->items[i], file, d, &cs->v[cs->n]);
 
 		if (e != BROKER_OK) {
 			condition_clear(&cs->v[cs->n]);
@@ -541,9 +548,9 @@ bool pattern_match(const struct pattern *p, const char *s, size_t len)
 	case PATTERN_REGEX:
 		/* regexec stops at a NUL; a value with one cannot be what the
 		 * pattern author meant, so it never matches. s[len] is NUL. */
-		if (!p->re_ok || memchr(s, '\0', len) || s[len] != '\0')
+		if (!p->re || memchr(s, '\0', len) || s[len] != '\0')
 			return false;
-		return regexec(&p->re, s, 0, NULL, 0) == 0;
+		return regexec(p->re, s, 0, NULL, 0) == 0;
 	}
 	return false;
 }

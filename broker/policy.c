@@ -23,6 +23,64 @@ static uint64_t name_hash(const char *s)
 	return h;
 }
 
+static uint64_t bytes_hash(const char *s, size_t len)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static struct str_table_slot *str_table_slot(struct str_table_slot *slots, size_t cap, const char *key, size_t len)
+{
+	size_t i = (size_t)bytes_hash(key, len) & (cap - 1);
+
+	while (slots[i].key && !(slots[i].len == len && memcmp(slots[i].key, key, len) == 0))
+		i = (i + 1) & (cap - 1);
+	return &slots[i];
+}
+
+void *str_table_get(const struct str_table *t, const char *key, size_t len)
+{
+	if (!t->cap)
+		return NULL;
+	return str_table_slot(t->slots, t->cap, key, len)->val;
+}
+
+enum broker_err str_table_put(struct str_table *t, const char *key, size_t len, void *val)
+{
+	struct str_table_slot *slot;
+
+	/* load factor at most 1/2 */
+	if ((t->n + 1) * 2 > t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 256;
+		struct str_table_slot *v = calloc(cap, sizeof(*v));
+
+		if (!v)
+			return BROKER_ERR_NOMEM;
+		for (size_t i = 0; i < t->cap; i++)
+			if (t->slots[i].key)
+				*str_table_slot(v, cap, t->slots[i].key, t->slots[i].len) = t->slots[i];
+		free(t->slots);
+		t->slots = v;
+		t->cap = cap;
+	}
+	slot = str_table_slot(t->slots, t->cap, key, len);
+	if (!slot->key)
+		t->n++;
+	*slot = (struct str_table_slot){.key = key, .len = len, .val = val};
+	return BROKER_OK;
+}
+
+void str_table_clear(struct str_table *t)
+{
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
+}
+
 static struct broker_policy **table_slot(struct broker_policy **table, size_t cap, const char *name)
 {
 	size_t i = (size_t)name_hash(name) & (cap - 1);
