@@ -514,7 +514,9 @@ void runtime_note_exchange(struct broker_state *st, const char *policy, int stat
 			   int64_t latency_us)
 {
 	struct broker_metrics *m = &st->metrics;
-	const char *outcome = status == 200 ? "allow" : error ? error : "error";
+	/* 429 and 503 share the OAuth code temporarily_unavailable; an operator
+	 * needs to tell a rate limit from an outage. */
+	const char *outcome = status == 200 ? "allow" : status == 429 ? "rate_limited" : error ? error : "error";
 	const char *pol = policy ? policy : "";
 	uint64_t h = fnv1a(pol) ^ fnv1a(outcome);
 	struct counter_entry *e;

@@ -76,6 +76,7 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(codes[2].status_code, 429)
         self.assertGreaterEqual(int(codes[2].headers["Retry-After"]), 1)
         self.assertEqual(codes[2].json()["error"], "temporarily_unavailable")
+        self.assertIn('outcome="rate_limited"} 1', requests.get(b.url + "/metrics").text)
 
     def test_rate_limit_per_subject(self):
         b = self.broker(extra={"rate_limits": {"per_subject": {"rate": 0.2, "burst": 1}}}).start()
