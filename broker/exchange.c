@@ -45,6 +45,7 @@ struct exchange {
 	const struct broker_issuer_config *icfg;
 	struct broker_token *token;
 	bool verified;             /* signature and claim rules passed */
+	bool replay_marked;        /* single_use: this exchange recorded the jti */
 	const char *reason;        /* audit reason */
 	char reason_buf[1024];
 	json_t *credential;        /* audit credential object */
@@ -197,6 +198,7 @@ static bool verify_token(struct exchange *x)
 			fail(x, 503, "temporarily_unavailable", "replay cache unavailable", NULL);
 			return false;
 		}
+		x->replay_marked = true;
 	}
 	return true;
 }
@@ -343,6 +345,10 @@ static void finish(struct exchange *x)
 		x->res->retry_after = 1;
 		runtime_note_audit_error(x->st);
 	}
+	/* single_use means one credential per token: an exchange that recorded
+	 * the jti but issued nothing gives it back, so the client may retry. */
+	if (x->replay_marked && x->res->status != 200)
+		runtime_replay_release(x->st, x->icfg->name, claim_string(x->token->claims, "jti"));
 	runtime_note_exchange(x->st, x->policy ? policy_name(x->policy) : NULL, x->res->status,
 			      x->res->error, broker_mono_us() - x->started_us);
 	if (x->res->status == 200) {

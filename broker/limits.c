@@ -254,6 +254,30 @@ static enum broker_err replay_redis(struct broker_replay *r, const char *key, in
 	return err;
 }
 
+void replay_release(struct broker_replay *r, const char *key)
+{
+	char hashed[65];
+	redisReply *reply;
+	int64_t now = broker_now();
+	struct slot *s;
+
+	if (r->host) {
+		broker_sha256_hex(key, strlen(key), hashed);
+		pthread_mutex_lock(&r->lock);
+		if (redis_connect(r)) {
+			reply = redis_command(r, "DEL cibroker:jti:%s", hashed);
+			freeReplyObject(reply);
+		}
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	s = r->local.slots ? table_find(&r->local, key, replay_keep, &now) : NULL;
+	if (s && s->key)
+		s->expires_at = 0; /* expired: the next check takes it over */
+	pthread_mutex_unlock(&r->lock);
+}
+
 enum broker_err replay_check(struct broker_replay *r, const char *key, int64_t expires_at)
 {
 	int64_t now = broker_now();

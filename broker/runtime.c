@@ -366,6 +366,16 @@ enum broker_err runtime_replay_check(struct broker_state *st, const char *issuer
 	return err;
 }
 
+void runtime_replay_release(struct broker_state *st, const char *issuer, const char *jti)
+{
+	char *key = NULL;
+
+	if (asprintf(&key, "%s\n%s", issuer, jti) < 0)
+		return;
+	replay_release(st->replay, key);
+	free(key);
+}
+
 enum broker_err runtime_ratelimit_ip(struct broker_snapshot *s, const char *remote, int *ret_retry_after)
 {
 	return ratelimit_take(s->rl_ip, remote, broker_mono_us(), ret_retry_after);

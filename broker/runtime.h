@@ -18,6 +18,8 @@ const struct broker_signing_keys *runtime_signing_keys(const struct broker_snaps
 enum broker_err runtime_replay_check(struct broker_state *st, const char *issuer, const char *jti,
 				     int64_t expires_at);
 
+void runtime_replay_release(struct broker_state *st, const char *issuer, const char *jti);
+
 /* Token buckets of the current snapshot (no-ops when not configured). */
 enum broker_err runtime_ratelimit_ip(struct broker_snapshot *s, const char *remote, int *ret_retry_after);
 enum broker_err runtime_ratelimit_subject(struct broker_snapshot *s, const char *issuer, const char *sub,

@@ -19,6 +19,10 @@ void replay_free(struct broker_replay *r);
  * BROKER_ERR_REPLAY if seen and unexpired, BROKER_ERR_UPSTREAM if Redis is
  * unreachable or the local cache is full: never a silent pass. */
 enum broker_err replay_check(struct broker_replay *r, const char *key, int64_t expires_at);
+/* Forgets key again: an exchange that recorded its token and then failed
+ * (503, 403) issued nothing, so a retry with the same token is allowed.
+ * Best effort: if Redis is unreachable the token stays spent. */
+void replay_release(struct broker_replay *r, const char *key);
 
 struct broker_ratelimit;
 

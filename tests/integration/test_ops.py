@@ -112,8 +112,12 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
 
     def test_single_use_in_memory(self):
-        b = self.broker(icfg={"single_use": True}).start()
+        b = self.broker(icfg={"single_use": True},
+                        policies=[jwt_policy(), jwt_policy(name="main-only-dev", allow={
+                            "repository": "acme/web", "repository_id": "89221572", "ref": "refs/heads/dev"})]).start()
         tok = self.issuer.mint()
+        # a refused exchange issues nothing, so it does not spend the token
+        self.assertEqual(b.exchange(tok, "main-only-dev").status_code, 403)
         self.assertEqual(b.exchange(tok, "web-deploy-prod").status_code, 200)
         r = b.exchange(tok, "web-deploy-prod")
         self.assertEqual(r.status_code, 400)
@@ -284,6 +288,20 @@ http {{
             self.assertEqual(r.status_code, 400)
             self.assertEqual(r.json()["error"], "invalid_grant")
         self.assertEqual(self.exchange(self.url, tok).status_code, 400)
+
+    def test_failed_exchange_gives_the_token_back(self):
+        tok = self.issuer.mint()
+        r = requests.post(self.brokers[0].url + "/v1/token", data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": tok,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "audience": "web-deploy-prod",
+            "requested_token_type": "urn:cibroker:token-type:aws-credentials"})
+        self.assertEqual(r.status_code, 400)  # refused before verification: nothing recorded
+        self.issuer.set_down(False)
+        bad_ref = self.issuer.mint({"ref": "refs/heads/dev"})
+        self.assertEqual(self.exchange(self.brokers[0].url, bad_ref).status_code, 403)
+        self.assertEqual(self.exchange(self.brokers[1].url, bad_ref).status_code, 403, "403 gave the jti back")
+        self.assertEqual(self.exchange(self.brokers[2].url, tok).status_code, 200)
+        self.assertEqual(self.exchange(self.brokers[0].url, tok).status_code, 400)
 
     def test_kill_instance_under_load_loses_no_record(self):
         answered = []

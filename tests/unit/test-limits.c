@@ -15,6 +15,10 @@ static void test_replay_local(void)
 	CHECK(replay_create(NULL, 100, &r) == BROKER_OK);
 	CHECK(replay_check(r, "iss\njti-1", now + 60) == BROKER_OK, "first use passes");
 	CHECK(replay_check(r, "iss\njti-1", now + 60) == BROKER_ERR_REPLAY, "second use refused");
+	replay_release(r, "iss\njti-1");
+	CHECK(replay_check(r, "iss\njti-1", now + 60) == BROKER_OK, "released: usable again");
+	CHECK(replay_check(r, "iss\njti-1", now + 60) == BROKER_ERR_REPLAY, "and spent again");
+	replay_release(r, "iss\nnever-seen"); /* no-op */
 	CHECK(replay_check(r, "other\njti-1", now + 60) == BROKER_OK, "same jti, other issuer");
 	CHECK(replay_check(r, "iss\nold", now - 1) == BROKER_OK);
 	CHECK(replay_check(r, "iss\nold", now + 60) == BROKER_OK, "expired entry may be used again");
