@@ -311,7 +311,10 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	socklen_t sl = 0;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned threads = opt->threads ? opt->threads : (unsigned)(cores > 0 ? cores : 1);
+	/* As config's default: with audit sync always a thread waits out its
+	 * batch's fdatasync, so a group commit holds at most as many records as
+	 * there are threads (docs/benchmarks.md). */
+	unsigned threads = opt->threads ? opt->threads : (unsigned)(cores > 0 && cores < 256 ? cores * 4 : 4);
 	const union MHD_DaemonInfo *info;
 
 	if (!srv)

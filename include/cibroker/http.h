@@ -14,7 +14,7 @@ struct devissuer;
 
 struct server_options {
 	const char *listen;          /* "127.0.0.1:8080", "[::1]:8443", port 0 = ephemeral */
-	unsigned threads;            /* 0: number of cores */
+	unsigned threads;            /* 0: four per core, as config's default */
 	unsigned max_connections;
 	unsigned per_ip_connections;
 	unsigned connection_timeout; /* s: idle clients are dropped */
