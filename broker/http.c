@@ -4,6 +4,7 @@
 #include "cibroker/http.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 
 struct broker_server {
 	struct MHD_Daemon *daemon;
+	atomic_int in_flight; /* requests begun and not yet completed */
 	struct broker_state *st;
 	struct devissuer *dev;
 	unsigned request_deadline;
@@ -198,6 +200,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!r)
 			return MHD_NO;
 		*con_cls = r;
+		atomic_fetch_add(&srv->in_flight, 1);
 		r->started_us = broker_mono_us();
 		r->body.max = current_max_body(srv->st);
 		r->is_exchange = strcmp(url, "/v1/token") == 0 && strcmp(method, "POST") == 0;
@@ -254,6 +257,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+	struct broker_server *srv = cls;
 	struct request *r = *con_cls;
 
 	if (!r)
@@ -261,6 +265,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	broker_buf_wipe(&r->body);
 	free(r);
 	*con_cls = NULL;
+	atomic_fetch_sub(&srv->in_flight, 1);
 }
 
 static enum broker_err parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl)
@@ -309,7 +314,12 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	struct broker_server *srv = calloc(1, sizeof(*srv));
 	struct sockaddr_storage ss;
 	socklen_t sl = 0;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+	/* poll(), not epoll: libmicrohttpd 0.9.75's MHD_quiesce_daemon races the
+	 * epoll worker threads over removing the listening socket from their
+	 * epoll sets and panics ("Failed to remove listen FD from epoll set"),
+	 * seen here on SIGTERM. Each worker polls its own share of the
+	 * connections (max_connections / threads), which poll() handles well. */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	/* As config's default: with audit sync always a thread waits out its
 	 * batch's fdatasync, so a group commit holds at most as many records as
@@ -360,8 +370,6 @@ void server_stop(struct broker_server *srv)
 {
 	if (!srv)
 		return;
-	/* Stop accepting first; MHD_stop_daemon then waits for the worker threads,
-	 * so exchanges in flight finish and are audited. */
 	MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
 
 	/* MHD hands the quiesced listening socket back instead of closing it;
@@ -369,6 +377,11 @@ void server_stop(struct broker_server *srv)
 	 * one accepts while a replacement listener serves the same port. */
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
+	/* MHD_stop_daemon closes every connection, answered or not: wait until
+	 * the requests in flight have been answered (the caller bounds the
+	 * wait), then stop. Idle keep-alive connections are simply closed. */
+	while (atomic_load(&srv->in_flight) > 0)
+		usleep(5000);
 	MHD_stop_daemon(srv->daemon);
 	free(srv);
 }
