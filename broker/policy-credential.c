@@ -61,7 +61,7 @@ static enum broker_err h_subject(struct load_ctx *ctx, const struct doc_node *ke
 			   "subject must not be empty (leave it out to keep the CI token's sub)");
 		return BROKER_ERR_CONFIG;
 	}
-	return tmpl_compile(val, ctx->file, ctx->d, &ctx->p->subject);
+	return tmpl_compile(ctx->set, val, ctx->file, ctx->d, &ctx->p->subject);
 }
 
 static const char *const reserved_claims[] = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "policy", "ci"};
@@ -80,7 +80,7 @@ static enum broker_err h_claims(struct load_ctx *ctx, const struct doc_node *key
 			   POLICY_JWT_CLAIMS_MAX);
 		return BROKER_ERR_CONFIG;
 	}
-	if (!(p->claims = calloc(val->n ? val->n : 1, sizeof(*p->claims))))
+	if (!(p->claims = set_alloc(ctx->set, (val->n ? val->n : 1) * sizeof(*p->claims))))
 		return BROKER_ERR_NOMEM;
 	for (size_t i = 0; i < val->n; i++) {
 		const struct doc_node *k = val->keys[i], *v = val->items[i];
@@ -102,10 +102,10 @@ static enum broker_err h_claims(struct load_ctx *ctx, const struct doc_node *key
 			r = BROKER_ERR_CONFIG;
 			continue;
 		}
-		if (!(jc->name = strdup(k->str)))
+		if (!(jc->name = set_intern(ctx->set, k->str, k->len)))
 			return BROKER_ERR_NOMEM;
 		if (doc_scalar_type(v) == DOC_TYPE_STRING) {
-			e = tmpl_compile(v, ctx->file, ctx->d, &jc->tmpl);
+			e = tmpl_compile(ctx->set, v, ctx->file, ctx->d, &jc->tmpl);
 		} else {
 			/* numbers, booleans, lists and maps are static values */
 			jc->value = doc_to_json(v);
@@ -151,14 +151,13 @@ static enum broker_err h_role_arn(struct load_ctx *ctx, const struct doc_node *k
 
 static enum broker_err h_session_name(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
 {
-	tmpl_free(ctx->p->session_name);
-	ctx->p->session_name = NULL;
-	return tmpl_compile(val, ctx->file, ctx->d, &ctx->p->session_name);
+	ctx->p->session_name = NULL; /* replaces the default */
+	return tmpl_compile(ctx->set, val, ctx->file, ctx->d, &ctx->p->session_name);
 }
 
 static enum broker_err h_source_identity(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
 {
-	return tmpl_compile(val, ctx->file, ctx->d, &ctx->p->source_identity);
+	return tmpl_compile(ctx->set, val, ctx->file, ctx->d, &ctx->p->source_identity);
 }
 
 static bool tag_key_ok(const char *s, size_t len)
@@ -189,7 +188,7 @@ static enum broker_err h_session_tags(struct load_ctx *ctx, const struct doc_nod
 			   POLICY_AWS_TAGS_MAX);
 		return BROKER_ERR_CONFIG;
 	}
-	if (!(p->tags = calloc(val->n ? val->n : 1, sizeof(*p->tags))))
+	if (!(p->tags = set_alloc(ctx->set, (val->n ? val->n : 1) * sizeof(*p->tags))))
 		return BROKER_ERR_NOMEM;
 	for (size_t i = 0; i < val->n; i++) {
 		const struct doc_node *k = val->keys[i], *v = val->items[i];
@@ -215,10 +214,10 @@ static enum broker_err h_session_tags(struct load_ctx *ctx, const struct doc_nod
 			r = BROKER_ERR_CONFIG;
 			continue;
 		}
-		if (!(tag->key = strdup(k->str)))
+		if (!(tag->key = set_intern(ctx->set, k->str, k->len)))
 			return BROKER_ERR_NOMEM;
 		p->n_tags++;
-		e = tmpl_compile(v, ctx->file, ctx->d, &tag->tmpl);
+		e = tmpl_compile(ctx->set, v, ctx->file, ctx->d, &tag->tmpl);
 		if (e == BROKER_ERR_NOMEM)
 			return e;
 		if (e != BROKER_OK) {
@@ -257,8 +256,9 @@ static enum broker_err h_session_policy(struct load_ctx *ctx, const struct doc_n
 		free(text);
 		return BROKER_ERR_CONFIG;
 	}
-	ctx->p->session_policy = text;
-	return BROKER_OK;
+	ctx->p->session_policy = set_strdup(ctx->set, text, strlen(text));
+	free(text);
+	return ctx->p->session_policy ? BROKER_OK : BROKER_ERR_NOMEM;
 }
 
 static const struct key_table jwt_keys[] = {
@@ -319,7 +319,7 @@ enum broker_err load_credential(struct load_ctx *ctx, const struct doc_node *key
 		}
 		def.str = (char *)POLICY_DEFAULT_SESSION_NAME;
 		def.len = strlen(def.str);
-		enum broker_err e = tmpl_compile(&def, ctx->file, ctx->d, &p->session_name);
+		enum broker_err e = tmpl_compile(ctx->set, &def, ctx->file, ctx->d, &p->session_name);
 
 		if (e != BROKER_OK)
 			return e;

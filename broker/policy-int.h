@@ -42,24 +42,31 @@ enum pattern_kind { PATTERN_EXACT, PATTERN_GLOB, PATTERN_REGEX };
 #define GLOB_STAR 256
 #define GLOB_QMARK 257
 
+/* Everything below that a compiled policy points at (structs, arrays,
+ * strings) lives in the set's arena (policy.c) and is never freed on its
+ * own: a policy is about twenty small immutable pieces, and a malloc each
+ * cost more in headers, rounding and fragmentation than the pieces
+ * themselves. Only regexes (glibc's) and static jwt claim values (jansson's)
+ * are owned elsewhere, and are released with the set. */
 struct pattern {
-	enum pattern_kind kind;
-	char *src;              /* as written, for diagnostics and explain */
-	unsigned char *bytes;   /* exact: the unescaped value */
-	size_t len;
-	uint16_t *tok;          /* glob: compiled tokens */
-	size_t n_tok;
-	const regex_t *re;      /* regex: "^(" src ")$", shared in the set; NULL if it did not compile */
+	const char *src;        /* as written, for diagnostics and explain */
+	union {
+		const unsigned char *bytes; /* exact: the unescaped value (often src itself) */
+		const uint16_t *tok;        /* glob: compiled tokens */
+		const regex_t *re;          /* regex: "^(" src ")$", shared in the set */
+	};
+	uint32_t len;           /* exact: bytes; glob: tokens */
 	int line, col;
+	uint8_t kind;           /* enum pattern_kind */
 };
 
 struct condition {
-	char *claim;
+	const char *claim;      /* interned */
 	struct pattern *pats;
-	size_t n_pats;
-	bool list;              /* written as a list (only changes the wording) */
 	const char *file;       /* interned in the set */
 	int line, col;          /* of the claim key */
+	uint16_t n_pats;        /* <= POLICY_LIST_MAX */
+	bool list;              /* written as a list (only changes the wording) */
 };
 
 struct condset {
@@ -68,53 +75,53 @@ struct condset {
 };
 
 struct tmpl_seg {
-	bool is_claim;
-	char *text;             /* literal bytes or claim name */
+	const char *text;       /* literal bytes or claim name (interned) */
 	size_t len;
+	bool is_claim;
 };
 
 struct tmpl {
 	struct tmpl_seg *segs;
 	size_t n;
-	char *src;
+	const char *src;
 	int line, col;
 };
 
 struct jwt_claim {
-	char *name;
+	const char *name;
 	struct tmpl *tmpl;      /* string values are templates ... */
-	json_t *value;          /* ... anything else is copied as is */
+	json_t *value;          /* ... anything else is copied as is (owned) */
 };
 
 struct aws_tag {
-	char *key;
+	const char *key;
 	struct tmpl *tmpl;
 };
 
 struct broker_policy {
-	char *name;
-	char *description;
-	char *issuer;           /* config issuer name */
+	const char *name;
+	const char *description;
+	const char *issuer;     /* config issuer name */
 	size_t issuer_idx;      /* index into cfg->issuers / set->issuer_deny */
 	const char *file;       /* interned in the set */
 	int line, col;          /* of the name */
 	int allow_line, allow_col;
-	bool broken;            /* had load errors: lints skip it */
 	struct condset allow, deny;
-	enum broker_cred_type type;
 	int64_t ttl;
+	enum broker_cred_type type;
+	bool broken;            /* had load errors: lints skip it */
 	/* jwt */
-	char *audience;
+	const char *audience;
 	struct tmpl *subject;
 	struct jwt_claim *claims;
 	size_t n_claims;
 	/* aws */
-	char *role_arn;
+	const char *role_arn;
 	struct tmpl *session_name;
 	struct tmpl *source_identity;
 	struct aws_tag *tags;
 	size_t n_tags;
-	char *session_policy;   /* compact JSON text */
+	const char *session_policy; /* compact JSON text */
 };
 
 /* A compiled regex, shared by every pattern of the set with the same
@@ -139,10 +146,17 @@ struct str_table {
 	size_t cap, n;
 };
 
+struct str_set {
+	const char **slots;
+	size_t cap, n;
+};
+
 struct issuer_deny {
-	char *issuer_name;
+	const char *issuer_name;
 	struct condset deny;
 };
+
+struct arena_chunk;
 
 struct broker_policy_set {
 	struct broker_policy **v;
@@ -151,11 +165,24 @@ struct broker_policy_set {
 	size_t table_cap;
 	struct issuer_deny *issuers;
 	size_t n_issuers;
-	char **files;           /* interned file names that conditions point at */
-	size_t n_files, cap_files;
+	struct arena_chunk *arena;
+	const char *last_file;  /* the file name interned last */
 	struct policy_regex *regexes;
 	struct str_table regex_by_src; /* load time only */
+	struct str_set strings;        /* load time only: interned strings */
 };
+
+/* policy.c: the set's arena. set_alloc returns zeroed, pointer-aligned
+ * memory; set_intern a NUL-terminated copy of s, shared with every equal
+ * string interned before (while loading); set_strdup an unshared copy (for
+ * strings that are unique anyway, such as policy names). All NULL on ENOMEM. */
+void *set_alloc(struct broker_policy_set *set, size_t size);
+const char *set_intern(struct broker_policy_set *set, const char *s, size_t len);
+const char *set_strdup(struct broker_policy_set *set, const char *s, size_t len);
+/* Done loading: drop the tables only loading needs. */
+void set_load_done(struct broker_policy_set *set);
+/* Frees the arena, the regexes and the tables (policy_set_free). */
+void set_release_memory(struct broker_policy_set *set);
 
 /* policy.c: the load-time string table. */
 void *str_table_get(const struct str_table *t, const char *key, size_t len);
@@ -163,9 +190,8 @@ enum broker_err str_table_put(struct str_table *t, const char *key, size_t len, 
 void str_table_clear(struct str_table *t);
 
 /* policy-match.c: patterns and conditions. */
-enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_node *map, const char *file, const char *what, struct diag *d,
-				struct condset *ret);
-void condset_clear(struct condset *cs);
+enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_node *map, const char *file,
+				const char *what, struct diag *d, struct condset *ret);
 bool pattern_match(const struct pattern *p, const char *s, size_t len);
 bool pattern_is_match_all(const struct pattern *p);
 bool condition_is_match_all(const struct condition *c);
@@ -185,8 +211,8 @@ bool claim_scalar_text(const json_t *v, char *buf, size_t buflen, const char **r
 void display_bytes(const char *s, size_t len, char *out, size_t outlen);
 
 /* policy-template.c */
-enum broker_err tmpl_compile(const struct doc_node *n, const char *file, struct diag *d, struct tmpl **ret);
-void tmpl_free(struct tmpl *t);
+enum broker_err tmpl_compile(struct broker_policy_set *set, const struct doc_node *n, const char *file, struct diag *d,
+			     struct tmpl **ret);
 size_t tmpl_literal_len(const struct tmpl *t);
 bool tmpl_has_claims(const struct tmpl *t);
 enum broker_err tmpl_render(const struct tmpl *t, const json_t *claims, char **ret, size_t *ret_len,
@@ -219,8 +245,8 @@ struct key_table {
 	key_handler fn;
 };
 
-/* Non-empty string scalar without NUL bytes, copied to *ret (freeing the old). */
-enum broker_err load_get_string(struct load_ctx *ctx, const struct doc_node *n, const char *what, char **ret);
+/* Non-empty string scalar without NUL bytes, interned in the set to *ret. */
+enum broker_err load_get_string(struct load_ctx *ctx, const struct doc_node *n, const char *what, const char **ret);
 /* Every key of map through table; unknown keys are errors naming the known ones. */
 enum broker_err load_dispatch(struct load_ctx *ctx, const struct doc_node *map, const struct key_table *table,
 			      size_t n_table, const char *where);
@@ -228,4 +254,5 @@ enum broker_err load_dispatch(struct load_ctx *ctx, const struct doc_node *map, 
 enum broker_err load_credential(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val);
 
 const char *policy_set_intern_file(struct broker_policy_set *set, const char *file);
-void policy_free(struct broker_policy *p);
+/* Releases what p owns outside the arena (static jwt claim values). */
+void policy_release(struct broker_policy *p);

@@ -20,32 +20,23 @@
 
 const char *policy_set_intern_file(struct broker_policy_set *set, const char *file)
 {
-	char *copy;
+	const char *copy;
 
 	/* Each policy file is interned once, right before it is loaded, and
-	 * issuers of one config share its path: comparing with the last entry
+	 * issuers of one config share its path: comparing with the last one
 	 * is enough, and keeps 10,000 files linear. */
-	if (set->n_files && strcmp(set->files[set->n_files - 1], file) == 0)
-		return set->files[set->n_files - 1];
-	if (set->n_files == set->cap_files) {
-		size_t cap = set->cap_files ? set->cap_files * 2 : 16;
-		char **v = realloc(set->files, cap * sizeof(*v));
-
-		if (!v)
-			return NULL;
-		set->files = v;
-		set->cap_files = cap;
-	}
-	if (!(copy = strdup(file)))
+	if (set->last_file && strcmp(set->last_file, file) == 0)
+		return set->last_file;
+	if (!(copy = set_strdup(set, file, strlen(file))))
 		return NULL;
-	set->files[set->n_files++] = copy;
+	set->last_file = copy;
 	return copy;
 }
 
 /* A non-empty string scalar without NUL bytes, copied to *ret. */
-enum broker_err load_get_string(struct load_ctx *ctx, const struct doc_node *n, const char *what, char **ret)
+enum broker_err load_get_string(struct load_ctx *ctx, const struct doc_node *n, const char *what, const char **ret)
 {
-	char *s;
+	const char *s;
 
 	if (n->kind != DOC_SCALAR || doc_is_null(n) || n->len == 0) {
 		diag_error(ctx->d, ctx->file, n->line, n->col, "'%s' must be a non-empty string", what);
@@ -55,9 +46,8 @@ enum broker_err load_get_string(struct load_ctx *ctx, const struct doc_node *n, 
 		diag_error(ctx->d, ctx->file, n->line, n->col, "'%s' contains a NUL byte", what);
 		return BROKER_ERR_CONFIG;
 	}
-	if (!(s = strdup(n->str)))
+	if (!(s = set_intern(ctx->set, n->str, n->len)))
 		return BROKER_ERR_NOMEM;
-	free(*ret);
 	*ret = s;
 	return BROKER_OK;
 }
@@ -121,7 +111,9 @@ static enum broker_err h_name(struct load_ctx *ctx, const struct doc_node *key, 
 	}
 	ctx->p->line = val->line;
 	ctx->p->col = val->col;
-	return load_get_string(ctx, val, "name", &ctx->p->name);
+	/* names are unique: a copy, not an interned string */
+	ctx->p->name = set_strdup(ctx->set, val->str, val->len);
+	return ctx->p->name ? BROKER_OK : BROKER_ERR_NOMEM;
 }
 
 static enum broker_err h_description(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
@@ -130,8 +122,8 @@ static enum broker_err h_description(struct load_ctx *ctx, const struct doc_node
 		diag_error(ctx->d, ctx->file, val->line, val->col, "description must be a string of at most 4096 bytes");
 		return BROKER_ERR_CONFIG;
 	}
-	free(ctx->p->description);
-	return (ctx->p->description = strdup(val->str)) ? BROKER_OK : BROKER_ERR_NOMEM;
+	ctx->p->description = set_strdup(ctx->set, val->str, val->len);
+	return ctx->p->description ? BROKER_OK : BROKER_ERR_NOMEM;
 }
 
 static enum broker_err h_issuer(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
@@ -175,33 +167,13 @@ static const struct key_table policy_keys[] = {
 	{"allow", h_allow}, {"deny", h_deny},               {"credential", load_credential},
 };
 
-void policy_free(struct broker_policy *p)
+void policy_release(struct broker_policy *p)
 {
 	if (!p)
 		return;
-	free(p->name);
-	free(p->description);
-	free(p->issuer);
-	condset_clear(&p->allow);
-	condset_clear(&p->deny);
-	free(p->audience);
-	tmpl_free(p->subject);
-	for (size_t i = 0; i < p->n_claims; i++) {
-		free(p->claims[i].name);
-		tmpl_free(p->claims[i].tmpl);
+	for (size_t i = 0; i < p->n_claims; i++)
 		json_decref(p->claims[i].value);
-	}
-	free(p->claims);
-	free(p->role_arn);
-	tmpl_free(p->session_name);
-	tmpl_free(p->source_identity);
-	for (size_t i = 0; i < p->n_tags; i++) {
-		free(p->tags[i].key);
-		tmpl_free(p->tags[i].tmpl);
-	}
-	free(p->tags);
-	free(p->session_policy);
-	free(p);
+	p->n_claims = 0;
 }
 
 static enum broker_err load_policy(struct load_ctx *ctx, const struct doc_node *n)
@@ -216,7 +188,7 @@ static enum broker_err load_policy(struct load_ctx *ctx, const struct doc_node *
 		diag_error(ctx->d, ctx->file, n->line, n->col, "a policy must be a mapping (name, issuer, allow, ...)");
 		return BROKER_ERR_CONFIG;
 	}
-	if (!(p = calloc(1, sizeof(*p))))
+	if (!(p = set_alloc(ctx->set, sizeof(*p))))
 		return BROKER_ERR_NOMEM;
 	p->file = ctx->file;
 	p->line = n->line;
@@ -253,7 +225,7 @@ static enum broker_err load_policy(struct load_ctx *ctx, const struct doc_node *
 	return r;
 out:
 	ctx->p = NULL;
-	policy_free(p);
+	policy_release(p); /* the rest stays in the arena until the set goes */
 	return r;
 }
 
@@ -319,25 +291,10 @@ void policy_set_free(struct broker_policy_set *set)
 	if (!set)
 		return;
 	for (size_t i = 0; i < set->n; i++)
-		policy_free(set->v[i]);
+		policy_release(set->v[i]);
 	free(set->v);
 	free(set->table);
-	for (size_t i = 0; i < set->n_issuers; i++) {
-		free(set->issuers[i].issuer_name);
-		condset_clear(&set->issuers[i].deny);
-	}
-	free(set->issuers);
-	for (size_t i = 0; i < set->n_files; i++)
-		free(set->files[i]);
-	free(set->files);
-	while (set->regexes) {
-		struct policy_regex *next = set->regexes->next;
-
-		regfree(&set->regexes->re);
-		free(set->regexes);
-		set->regexes = next;
-	}
-	str_table_clear(&set->regex_by_src);
+	set_release_memory(set);
 	free(set);
 }
 
@@ -349,14 +306,14 @@ static enum broker_err set_new(const struct broker_config *cfg, struct diag *d, 
 
 	if (!set)
 		goto out;
-	if (cfg->n_issuers && !(set->issuers = calloc(cfg->n_issuers, sizeof(*set->issuers))))
+	if (cfg->n_issuers && !(set->issuers = set_alloc(set, cfg->n_issuers * sizeof(*set->issuers))))
 		goto out;
 	for (size_t i = 0; i < cfg->n_issuers; i++) {
 		const struct broker_issuer_config *ic = &cfg->issuers[i];
-		const char *file;
+		const char *file, *name = ic->name ? ic->name : "";
 
 		set->n_issuers++;
-		if (!(set->issuers[i].issuer_name = strdup(ic->name ? ic->name : "")))
+		if (!(set->issuers[i].issuer_name = set_intern(set, name, strlen(name))))
 			goto out;
 		if (!ic->deny)
 			continue;
@@ -502,7 +459,7 @@ static enum broker_err load_common(const struct broker_config *cfg, struct diag 
 	if (r == BROKER_ERR_NOMEM)
 		goto out;
 	/* compiling is done: only lookups by name remain */
-	str_table_clear(&ctx.set->regex_by_src);
+	set_load_done(ctx.set);
 	policy_lint(cfg, ctx.set, d);
 	r = diag_errors(d) > errors ? BROKER_ERR_CONFIG : BROKER_OK;
 	if (r == BROKER_OK) {

@@ -49,29 +49,20 @@ void display_bytes(const char *s, size_t len, char *out, size_t outlen)
 
 /* ---- compiling ------------------------------------------------------- */
 
-static void pattern_clear(struct pattern *p)
-{
-	free(p->src);
-	free(p->bytes);
-	free(p->tok);
-	memset(p, 0, sizeof(*p));
-}
-
 /* `\*`, `\?` and `\\` are the escapes; a backslash before anything else is
  * itself (so "C:\dir" means what it says). An unescaped `*` or `?` makes the
- * whole value a glob. */
-static enum broker_err compile_glob_or_exact(struct pattern *p, const char *s, size_t len)
+ * whole value a glob. src is p->src (interned) or the spelling of a
+ * boolean; an exact value without escapes is src itself. */
+static enum broker_err compile_glob_or_exact(struct broker_policy_set *set, struct pattern *p, const char *s,
+					     size_t len)
 {
-	uint16_t *tok = calloc(len + 1, sizeof(*tok));
-	unsigned char *bytes = malloc(len + 1);
+	uint16_t tok[POLICY_PATTERN_MAX + 1];
+	unsigned char bytes[POLICY_PATTERN_MAX + 1];
 	size_t n = 0;
 	bool wild = false;
 
-	if (!tok || !bytes) {
-		free(tok);
-		free(bytes);
-		return BROKER_ERR_NOMEM;
-	}
+	if (len > POLICY_PATTERN_MAX)
+		return BROKER_ERR_TOOBIG; /* checked by the caller */
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
@@ -91,19 +82,20 @@ static enum broker_err compile_glob_or_exact(struct pattern *p, const char *s, s
 			tok[n++] = c;
 		}
 	}
-	bytes[n] = '\0';
+	p->len = (uint32_t)n;
 	if (wild) {
+		uint16_t *t = set_alloc(set, n * sizeof(*t));
+
+		if (!t)
+			return BROKER_ERR_NOMEM;
+		memcpy(t, tok, n * sizeof(*t));
 		p->kind = PATTERN_GLOB;
-		p->tok = tok;
-		p->n_tok = n;
-		free(bytes);
-	} else {
-		p->kind = PATTERN_EXACT;
-		p->bytes = bytes;
-		p->len = n;
-		free(tok);
+		p->tok = t;
+		return BROKER_OK;
 	}
-	return BROKER_OK;
+	p->kind = PATTERN_EXACT;
+	p->bytes = (const unsigned char *)set_intern(set, (const char *)bytes, n);
+	return p->bytes ? BROKER_OK : BROKER_ERR_NOMEM;
 }
 
 /* Cost model of glibc's regcomp, which copies the subtree of a bounded
@@ -266,8 +258,8 @@ static enum broker_err compile_regex(struct broker_policy_set *set, struct patte
 }
 
 /* One element: a scalar (exact or glob) or {regex: "..."}. */
-static enum broker_err pattern_compile(struct broker_policy_set *set, const struct doc_node *n, const char *file, const char *claim, struct diag *d,
-				       struct pattern *p)
+static enum broker_err pattern_compile(struct broker_policy_set *set, const struct doc_node *n, const char *file,
+				       const char *claim, struct diag *d, struct pattern *p)
 {
 	const struct doc_node *src = n;
 	enum broker_err r;
@@ -320,7 +312,7 @@ static enum broker_err pattern_compile(struct broker_policy_set *set, const stru
 			   POLICY_PATTERN_MAX);
 		return BROKER_ERR_CONFIG;
 	}
-	p->src = strdup(src->str);
+	p->src = set_intern(set, src->str, src->len);
 	if (!p->src)
 		return BROKER_ERR_NOMEM;
 	if (src != n) {
@@ -341,7 +333,7 @@ static enum broker_err pattern_compile(struct broker_policy_set *set, const stru
 			len = strlen(text);
 			json_decref(b);
 		}
-		r = compile_glob_or_exact(p, text, len);
+		r = compile_glob_or_exact(set, p, text, len);
 	}
 	return r;
 }
@@ -395,28 +387,9 @@ static bool claim_name_ok(const char *s, size_t len)
 	return true;
 }
 
-static void condition_clear(struct condition *c)
-{
-	for (size_t i = 0; i < c->n_pats; i++)
-		pattern_clear(&c->pats[i]);
-	free(c->pats);
-	free(c->claim);
-	memset(c, 0, sizeof(*c));
-}
-
-void condset_clear(struct condset *cs)
-{
-	if (!cs)
-		return;
-	for (size_t i = 0; i < cs->n; i++)
-		condition_clear(&cs->v[i]);
-	free(cs->v);
-	cs->v = NULL;
-	cs->n = 0;
-}
-
-static enum broker_err condition_compile(struct broker_policy_set *set, const struct doc_node *key, const struct doc_node *val, const char *file,
-					 struct diag *d, struct condition *c)
+static enum broker_err condition_compile(struct broker_policy_set *set, const struct doc_node *key,
+					 const struct doc_node *val, const char *file, struct diag *d,
+					 struct condition *c)
 {
 	enum broker_err r = BROKER_OK;
 	size_t n = val->kind == DOC_SEQ ? val->n : 1;
@@ -430,7 +403,7 @@ static enum broker_err condition_compile(struct broker_policy_set *set, const st
 			   "claim name must be 1-%d printable characters without spaces", POLICY_CLAIM_NAME_MAX);
 		return BROKER_ERR_CONFIG;
 	}
-	c->claim = strdup(key->str);
+	c->claim = set_intern(set, key->str, key->len);
 	if (!c->claim)
 		return BROKER_ERR_NOMEM;
 	if (c->list && n == 0) {
@@ -443,18 +416,16 @@ static enum broker_err condition_compile(struct broker_policy_set *set, const st
 			   POLICY_LIST_MAX);
 		return BROKER_ERR_CONFIG;
 	}
-	c->pats = calloc(n, sizeof(*c->pats));
+	c->pats = set_alloc(set, n * sizeof(*c->pats));
 	if (!c->pats)
 		return BROKER_ERR_NOMEM;
 	for (size_t i = 0; i < n; i++) {
-		enum broker_err e = pattern_compile(set, c->list ? val->items[i] : val, file, key->str, d, &c->pats[c->n_pats]);
+		enum broker_err e =
+			pattern_compile(set, c->list ? val->items[i] : val, file, key->str, d, &c->pats[c->n_pats]);
 
-		if (e == BROKER_ERR_NOMEM) {
-			pattern_clear(&c->pats[c->n_pats]);
+		if (e == BROKER_ERR_NOMEM)
 			return e;
-		}
 		if (e != BROKER_OK) {
-			pattern_clear(&c->pats[c->n_pats]);
 			r = e;
 			continue;
 		}
@@ -463,8 +434,8 @@ static enum broker_err condition_compile(struct broker_policy_set *set, const st
 	return r;
 }
 
-enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_node *map, const char *file, const char *what, struct diag *d,
-				struct condset *cs)
+enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_node *map, const char *file,
+				const char *what, struct diag *d, struct condset *cs)
 {
 	enum broker_err r = BROKER_OK;
 
@@ -479,14 +450,15 @@ enum broker_err condset_compile(struct broker_policy_set *set, const struct doc_
 	}
 	if (map->n == 0)
 		return BROKER_OK;
-	cs->v = calloc(map->n, sizeof(*cs->v));
+	cs->v = set_alloc(set, map->n * sizeof(*cs->v));
 	if (!cs->v)
 		return BROKER_ERR_NOMEM;
 	for (size_t i = 0; i < map->n; i++) {
 		enum broker_err e = condition_compile(set, map->keys[i], map->items[i], file, d, &cs->v[cs->n]);
 
 		if (e != BROKER_OK) {
-			condition_clear(&cs->v[cs->n]);
+			/* the slot is reused; what was allocated stays in the arena */
+			memset(&cs->v[cs->n], 0, sizeof(cs->v[cs->n]));
 			if (e == BROKER_ERR_NOMEM)
 				return e;
 			r = e;
@@ -544,7 +516,7 @@ bool pattern_match(const struct pattern *p, const char *s, size_t len)
 	case PATTERN_EXACT:
 		return len == p->len && memcmp(s, p->bytes, len) == 0;
 	case PATTERN_GLOB:
-		return glob_match(p->tok, p->n_tok, (const unsigned char *)s, len);
+		return glob_match(p->tok, p->len, (const unsigned char *)s, len);
 	case PATTERN_REGEX:
 		/* regexec stops at a NUL; a value with one cannot be what the
 		 * pattern author meant, so it never matches. s[len] is NUL. */

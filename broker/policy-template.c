@@ -9,105 +9,93 @@
 
 #include "policy-int.h"
 
-void tmpl_free(struct tmpl *t)
-{
-	if (!t)
-		return;
-	for (size_t i = 0; i < t->n; i++)
-		free(t->segs[i].text);
-	free(t->segs);
-	free(t->src);
-	free(t);
-}
-
 static bool tmpl_name_char(char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
 	       c == '-';
 }
 
-static enum broker_err tmpl_push(struct tmpl *t, bool is_claim, const char *s, size_t len)
+/* Compiling goes through this scratch state (on the stack: a template is at
+ * most POLICY_TEMPLATE_MAX bytes, so at most that many segments and literal
+ * bytes); only the result is copied into the set. */
+struct tmpl_build {
+	struct {
+		size_t off, len; /* in lit (literal) or in the source (claim name) */
+		bool is_claim;
+	} segs[POLICY_TEMPLATE_MAX + 1];
+	size_t n;
+	char lit[POLICY_TEMPLATE_MAX + 1];
+	size_t lit_len;
+};
+
+static void tmpl_push(struct tmpl_build *b, bool is_claim, const char *src, size_t off, size_t len)
 {
-	struct tmpl_seg *segs;
-	char *text;
-
 	/* merge adjacent literals ("$$" splits them) */
-	if (!is_claim && t->n > 0 && !t->segs[t->n - 1].is_claim) {
-		struct tmpl_seg *last = &t->segs[t->n - 1];
-
-		text = realloc(last->text, last->len + len + 1);
-		if (!text)
-			return BROKER_ERR_NOMEM;
-		memcpy(text + last->len, s, len);
-		last->len += len;
-		text[last->len] = '\0';
-		last->text = text;
-		return BROKER_OK;
+	if (!is_claim && b->n > 0 && !b->segs[b->n - 1].is_claim) {
+		memcpy(b->lit + b->lit_len, src + off, len);
+		b->lit_len += len;
+		b->segs[b->n - 1].len += len;
+		return;
 	}
-	segs = realloc(t->segs, (t->n + 1) * sizeof(*segs));
-	if (!segs)
-		return BROKER_ERR_NOMEM;
-	t->segs = segs;
-	text = malloc(len + 1);
-	if (!text)
-		return BROKER_ERR_NOMEM;
-	memcpy(text, s, len);
-	text[len] = '\0';
-	t->segs[t->n++] = (struct tmpl_seg){.is_claim = is_claim, .text = text, .len = len};
-	return BROKER_OK;
+	if (is_claim) {
+		b->segs[b->n].off = off;
+	} else {
+		b->segs[b->n].off = b->lit_len;
+		memcpy(b->lit + b->lit_len, src + off, len);
+		b->lit_len += len;
+	}
+	b->segs[b->n].len = len;
+	b->segs[b->n].is_claim = is_claim;
+	b->n++;
 }
 
-enum broker_err tmpl_compile(const struct doc_node *n, const char *file, struct diag *d, struct tmpl **ret)
+enum broker_err tmpl_compile(struct broker_policy_set *set, const struct doc_node *n, const char *file, struct diag *d,
+			     struct tmpl **ret)
 {
-	enum broker_err r = BROKER_ERR_CONFIG;
-	struct tmpl *t = NULL;
+	struct tmpl_build *b = NULL;
+	struct tmpl *t;
 	const char *s;
 	size_t len, lit = 0;
 
 	if (n->kind != DOC_SCALAR || doc_is_null(n)) {
 		diag_error(d, file, n->line, n->col, "template must be a string");
-		goto out;
+		return BROKER_ERR_CONFIG;
 	}
 	s = n->str;
 	len = n->len;
 	if (len > POLICY_TEMPLATE_MAX) {
 		diag_error(d, file, n->line, n->col, "template is longer than %d bytes", POLICY_TEMPLATE_MAX);
-		goto out;
+		return BROKER_ERR_CONFIG;
 	}
 	if (memchr(s, '\0', len)) {
 		diag_error(d, file, n->line, n->col, "template contains a NUL byte");
-		goto out;
+		return BROKER_ERR_CONFIG;
 	}
-	r = BROKER_ERR_NOMEM;
-	t = calloc(1, sizeof(*t));
-	if (!t || !(t->src = strdup(s)))
-		goto out;
-	t->line = n->line;
-	t->col = n->col;
+	if (!(b = malloc(sizeof(*b))))
+		return BROKER_ERR_NOMEM;
+	b->n = b->lit_len = 0;
 	for (size_t i = 0; i < len;) {
 		if (s[i] != '$') {
 			i++;
 			continue;
 		}
-		if (i > lit && (r = tmpl_push(t, false, s + lit, i - lit)) != BROKER_OK)
-			goto out;
+		if (i > lit)
+			tmpl_push(b, false, s, lit, i - lit);
 		if (i + 1 < len && s[i + 1] == '$') {
-			if ((r = tmpl_push(t, false, "$", 1)) != BROKER_OK)
-				goto out;
+			tmpl_push(b, false, "$", 0, 1);
 			i += 2;
 		} else if (i + 1 < len && s[i + 1] == '{') {
 			const char *close = memchr(s + i + 2, '}', len - i - 2);
 			size_t nlen;
 
-			r = BROKER_ERR_CONFIG;
 			if (!close) {
 				diag_error(d, file, n->line, n->col, "template: unterminated '${' at offset %zu", i);
-				goto out;
+				goto bad;
 			}
 			nlen = (size_t)(close - (s + i + 2));
 			if (nlen == 0) {
 				diag_error(d, file, n->line, n->col, "template: empty claim name '${}' at offset %zu", i);
-				goto out;
+				goto bad;
 			}
 			for (size_t k = 0; k < nlen; k++)
 				if (!tmpl_name_char(s[i + 2 + k])) {
@@ -115,31 +103,47 @@ enum broker_err tmpl_compile(const struct doc_node *n, const char *file, struct 
 						   "template: claim name at offset %zu may only use [A-Za-z0-9_.-] "
 						   "(top-level claims only)",
 						   i);
-					goto out;
+					goto bad;
 				}
 			if (nlen > POLICY_CLAIM_NAME_MAX) {
 				diag_error(d, file, n->line, n->col, "template: claim name at offset %zu is too long", i);
-				goto out;
+				goto bad;
 			}
-			if ((r = tmpl_push(t, true, s + i + 2, nlen)) != BROKER_OK)
-				goto out;
+			tmpl_push(b, true, s, i + 2, nlen);
 			i += nlen + 3;
 		} else {
-			r = BROKER_ERR_CONFIG;
 			diag_error(d, file, n->line, n->col,
 				   "template: '$' at offset %zu must start '${claim}' or be doubled ('$$')", i);
-			goto out;
+			goto bad;
 		}
 		lit = i;
 	}
-	if (len > lit && (r = tmpl_push(t, false, s + lit, len - lit)) != BROKER_OK)
-		goto out;
+	if (len > lit)
+		tmpl_push(b, false, s, lit, len - lit);
+	if (!(t = set_alloc(set, sizeof(*t))) || !(t->src = set_intern(set, s, len)) ||
+	    (b->n && !(t->segs = set_alloc(set, b->n * sizeof(*t->segs)))))
+		goto nomem;
+	t->line = n->line;
+	t->col = n->col;
+	for (size_t i = 0; i < b->n; i++) {
+		const char *text = b->segs[i].is_claim ? s + b->segs[i].off : b->lit + b->segs[i].off;
+
+		/* claim names and literals repeat across policies: interned */
+		if (!(t->segs[i].text = set_intern(set, text, b->segs[i].len)))
+			goto nomem;
+		t->segs[i].len = b->segs[i].len;
+		t->segs[i].is_claim = b->segs[i].is_claim;
+		t->n++;
+	}
+	free(b);
 	*ret = t;
-	t = NULL;
-	r = BROKER_OK;
-out:
-	tmpl_free(t);
-	return r;
+	return BROKER_OK;
+bad:
+	free(b);
+	return BROKER_ERR_CONFIG;
+nomem:
+	free(b);
+	return BROKER_ERR_NOMEM;
 }
 
 size_t tmpl_literal_len(const struct tmpl *t)

@@ -3,6 +3,7 @@
  * (issuer deny, policy deny, allow: in that order, first failure wins), and
  * rendering of the credential parameters. Loading is in policy-load.c. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,134 @@ void str_table_clear(struct str_table *t)
 {
 	free(t->slots);
 	memset(t, 0, sizeof(*t));
+}
+
+/* ---- the set's memory ------------------------------------------------ */
+
+/* Chunks stay under glibc's mmap threshold (128 KiB), so they come from the
+ * heap like the rest; a piece larger than a quarter chunk gets its own. */
+#define ARENA_CHUNK (64 * 1024)
+#define ARENA_ALIGN 8
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t size, used;
+	unsigned char data[];
+};
+
+_Static_assert(offsetof(struct arena_chunk, data) % ARENA_ALIGN == 0, "arena data alignment");
+_Static_assert(_Alignof(int64_t) <= ARENA_ALIGN && _Alignof(void *) <= ARENA_ALIGN, "arena alignment");
+
+void *set_alloc(struct broker_policy_set *set, size_t size)
+{
+	struct arena_chunk *c = set->arena;
+	size_t need;
+	void *p;
+
+	if (size > POLICY_FILE_MAX * 4)
+		return NULL; /* nothing compiled from a bounded file is this big */
+	need = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+	if (!c || c->size - c->used < need) {
+		bool own = need > ARENA_CHUNK / 4;
+		size_t cap = own ? need : ARENA_CHUNK - sizeof(*c);
+
+		if (!(c = malloc(sizeof(*c) + cap)))
+			return NULL;
+		c->size = cap;
+		c->used = 0;
+		if (own && set->arena) {
+			/* behind the current chunk, whose free space stays in use */
+			c->next = set->arena->next;
+			set->arena->next = c;
+		} else {
+			c->next = set->arena;
+			set->arena = c;
+		}
+	}
+	p = c->data + c->used;
+	c->used += need;
+	memset(p, 0, size);
+	return p;
+}
+
+const char *set_strdup(struct broker_policy_set *set, const char *s, size_t len)
+{
+	char *copy = set_alloc(set, len + 1);
+
+	if (!copy)
+		return NULL;
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/* The interning table holds only pointers (the strings are NUL-terminated
+ * and NUL-free), at most 3/4 full: it is the largest thing loading
+ * allocates besides the set itself, and it is dropped after loading. */
+static const char **str_set_slot(const char **slots, size_t cap, const char *s, size_t len)
+{
+	size_t i = (size_t)bytes_hash(s, len) & (cap - 1);
+
+	while (slots[i] && !(memcmp(slots[i], s, len) == 0 && slots[i][len] == '\0'))
+		i = (i + 1) & (cap - 1);
+	return &slots[i];
+}
+
+/* Claim names, issuer names, common values ("refs/heads/main", "push") and
+ * template pieces repeat across a policy repository: one copy each. */
+const char *set_intern(struct broker_policy_set *set, const char *s, size_t len)
+{
+	struct str_set *t = &set->strings;
+	const char **slot, *copy;
+
+	if (memchr(s, '\0', len))
+		return set_strdup(set, s, len); /* not internable; callers reject these anyway */
+	if ((t->n + 1) * 4 > t->cap * 3) {
+		size_t cap = t->cap ? t->cap * 2 : 1024;
+		const char **v = calloc(cap, sizeof(*v));
+
+		if (!v)
+			return NULL;
+		for (size_t i = 0; i < t->cap; i++)
+			if (t->slots[i])
+				*str_set_slot(v, cap, t->slots[i], strlen(t->slots[i])) = t->slots[i];
+		free(t->slots);
+		t->slots = v;
+		t->cap = cap;
+	}
+	slot = str_set_slot(t->slots, t->cap, s, len);
+	if (*slot)
+		return *slot;
+	if (!(copy = set_strdup(set, s, len)))
+		return NULL;
+	*slot = copy;
+	t->n++;
+	return copy;
+}
+
+void set_load_done(struct broker_policy_set *set)
+{
+	free(set->strings.slots);
+	memset(&set->strings, 0, sizeof(set->strings));
+	str_table_clear(&set->regex_by_src);
+}
+
+void set_release_memory(struct broker_policy_set *set)
+{
+	while (set->regexes) {
+		struct policy_regex *next = set->regexes->next;
+
+		regfree(&set->regexes->re);
+		free(set->regexes);
+		set->regexes = next;
+	}
+	while (set->arena) {
+		struct arena_chunk *next = set->arena->next;
+
+		free(set->arena);
+		set->arena = next;
+	}
+	set_load_done(set);
 }
 
 static struct broker_policy **table_slot(struct broker_policy **table, size_t cap, const char *name)
