@@ -11,8 +11,10 @@
 
 /* A YAML or JSON document as a tree that remembers where every node came
  * from, so config and policy loaders can say FILE:LINE:COL for any mistake.
- * YAML goes through libyaml; a file ending in .json is first checked by
- * jansson (strict JSON, duplicate keys rejected) and then read for positions.
+ * YAML goes through libyaml; a file ending in .json is read in one strict
+ * pass, or, if that pass finds anything unusual (including any error), first
+ * checked by jansson (strict JSON, duplicate keys rejected) and then read
+ * for positions, which gives the same tree and the exact diagnostics.
  * Duplicate mapping keys are errors in both. Anchors/aliases/tags are refused:
  * configuration should read the same to a person and to the broker. */
 enum doc_kind { DOC_SCALAR, DOC_SEQ, DOC_MAP };
@@ -28,10 +30,13 @@ struct doc_node {
 	struct doc_node **keys;  /* map keys (scalars) */
 };
 
+struct doc_arena;
+
 struct doc_file {
 	char *path;
 	struct doc_node **docs; /* one per YAML document ("---") */
 	size_t n_docs;
+	struct doc_arena *arena; /* if set, every node (and docs) lives in it: a tree read in one pass */
 };
 
 /* Limits: file size 4 MiB, depth 64. Errors go to d; returns BROKER_ERR_CONFIG
