@@ -123,10 +123,8 @@ static enum broker_err decode_json_segment(const char *seg, size_t len, json_t *
 		return err;
 	if (err != BROKER_OK)
 		return reject(ret_reason, bad_b64);
-	/* Duplicate keys, trailing bytes, NULs and deep nesting all fail here.
-	 * The direct reader accepts exactly what broker_json_parse accepts
-	 * (tests/unit/test-jsonw.c), without jansson's byte-stream lexer. */
-	v = broker_json_parse_fast(buf, buf_len, BROKER_JSON_MAX_DEPTH);
+	/* Duplicate keys, trailing bytes, NULs and deep nesting all fail here. */
+	v = broker_json_parse(buf, buf_len, BROKER_JSON_MAX_DEPTH);
 	free(buf);
 	if (!v)
 		return reject(ret_reason, bad_json);

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,77 +36,72 @@ bool broker_ct_equal(const void *a, const void *b, size_t len)
 	return CRYPTO_memcmp(a, b, len) == 0;
 }
 
-/* Value of a base64url character, -1 for anything else (a table: this runs
- * over every byte of every token). */
-static const signed char b64url_values[256] = {
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
-	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
-	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
-	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
-	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-};
-
 static int b64url_value(unsigned char c)
 {
-	return b64url_values[c];
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
 }
 
-/* Strict and direct: every character must be in the url alphabet, the
- * length must not leave a lone character, and the unused low bits of the last
- * character must be zero, so each value has exactly one text. (This used to
- * re-pad a copy for OpenSSL's lenient decoder; decoding in place is the same
- * result without the copy, and runs on every token.) */
+/* The alphabet and the canonical-tail checks are ours (OpenSSL's decoder is
+ * lenient about whitespace and knows only the standard alphabet); the
+ * decoding itself is OpenSSL's, on the translated, re-padded text. */
 enum broker_err b64url_decode(const char *in, size_t len, unsigned char **ret, size_t *ret_len)
 {
-	size_t rem = len % 4, out_len, o = 0, i = 0;
-	unsigned char *out;
-	int v[4];
+	enum broker_err err = BROKER_ERR_INVALID;
+	char *std = NULL;
+	unsigned char *out = NULL;
+	size_t rem = len % 4, padded, out_len;
+	int n;
 
 	if (rem == 1 || len > SIZE_MAX / 2)
 		return BROKER_ERR_INVALID;
-	for (size_t k = 0; k < len; k++)
-		if (b64url_value((unsigned char)in[k]) < 0)
+	for (size_t i = 0; i < len; i++)
+		if (b64url_value((unsigned char)in[i]) < 0)
 			return BROKER_ERR_INVALID;
 	/* Unused low bits of the last character must be zero: one text, one value. */
 	if (rem == 2 && (b64url_value((unsigned char)in[len - 1]) & 0x0f))
 		return BROKER_ERR_INVALID;
 	if (rem == 3 && (b64url_value((unsigned char)in[len - 1]) & 0x03))
 		return BROKER_ERR_INVALID;
-	out_len = len / 4 * 3 + (rem ? rem - 1 : 0);
-	out = malloc(out_len + 1);
-	if (!out)
-		return BROKER_ERR_NOMEM;
-	for (; i + 4 <= len; i += 4) {
-		for (int k = 0; k < 4; k++)
-			v[k] = b64url_value((unsigned char)in[i + k]);
-		out[o++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
-		out[o++] = (unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
-		out[o++] = (unsigned char)((v[2] & 3) << 6 | v[3]);
+
+	padded = len + (rem ? 4 - rem : 0);
+	std = malloc(padded + 1);
+	out = malloc(padded / 4 * 3 + 1);
+	if (!std || !out) {
+		err = BROKER_ERR_NOMEM;
+		goto out;
 	}
-	if (rem >= 2) {
-		v[0] = b64url_value((unsigned char)in[i]);
-		v[1] = b64url_value((unsigned char)in[i + 1]);
-		out[o++] = (unsigned char)(v[0] << 2 | v[1] >> 4);
-		if (rem == 3) {
-			v[2] = b64url_value((unsigned char)in[i + 2]);
-			out[o++] = (unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
-		}
-	}
-	out[o] = '\0';
+	for (size_t i = 0; i < len; i++)
+		std[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+	for (size_t i = len; i < padded; i++)
+		std[i] = '=';
+	std[padded] = '\0';
+	if (padded > INT_MAX)
+		goto out;
+	n = EVP_DecodeBlock(out, (const unsigned char *)std, (int)padded);
+	if (n < 0)
+		goto out;
+	out_len = (size_t)n - (rem == 2 ? 2 : rem == 3 ? 1 : 0);
+	out[out_len] = '\0';
 	*ret = out;
 	*ret_len = out_len;
-	return BROKER_OK;
+	out = NULL;
+	err = BROKER_OK;
+out:
+	if (std)
+		broker_wipe_free(std, padded + 1);
+	if (out)
+		broker_wipe_free(out, padded / 4 * 3 + 1);
+	return err;
 }
 
 size_t b64url_encode_into(const void *in, size_t len, char *out)
@@ -726,389 +720,4 @@ static void jw_value(struct broker_json_writer *w, const json_t *v, size_t depth
 void broker_jw_value(struct broker_json_writer *w, const json_t *v)
 {
 	jw_value(w, v, 0);
-}
-
-/* ---- JSON reader ---- */
-
-/* A direct reader with jansson's grammar (the one json_loadb applies with
- * JSON_REJECT_DUPLICATES | JSON_DECODE_ANY) that builds the same json_t
- * values. jansson reads through a byte-stream callback, copies every token
- * into a buffer and decodes it again; for a token's claim set that was 13 %
- * of an exchange (docs/benchmarks.md). */
-struct json_reader {
-	const unsigned char *p, *end;
-	size_t depth, max_depth;  /* containers, as json_depth_ok counts them */
-	size_t values;            /* nesting of values, as jansson counts it */
-	char *scratch;        /* decoded string; grows, wiped on free */
-	size_t scratch_cap;
-};
-
-static bool jr_ws(int c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static void jr_skip_ws(struct json_reader *r)
-{
-	while (r->p < r->end && jr_ws(*r->p))
-		r->p++;
-}
-
-static int jr_hex4(const unsigned char *p)
-{
-	int v = 0;
-
-	for (int i = 0; i < 4; i++) {
-		int c = p[i];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v |= c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v |= c - 'A' + 10;
-		else
-			return -1;
-	}
-	return v;
-}
-
-static size_t jr_utf8_put(uint32_t cp, char *out)
-{
-	if (cp < 0x80) {
-		out[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		out[0] = (char)(0xc0 | cp >> 6);
-		out[1] = (char)(0x80 | (cp & 0x3f));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		out[0] = (char)(0xe0 | cp >> 12);
-		out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		out[2] = (char)(0x80 | (cp & 0x3f));
-		return 3;
-	}
-	out[0] = (char)(0xf0 | cp >> 18);
-	out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-	out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-	out[3] = (char)(0x80 | (cp & 0x3f));
-	return 4;
-}
-
-/* A string token (r->p at the opening quote) decoded into r->scratch.
- * Refused as jansson refuses: raw control characters, bad UTF-8, unknown
- * escapes, short or non-hex \u, lone or mismatched surrogates, and (for
- * keys and values alike here) a decoded NUL. */
-static bool jr_string(struct json_reader *r, const char **ret, size_t *ret_len)
-{
-	const unsigned char *p = r->p + 1, *start;
-	size_t o = 0;
-
-	/* Decoded text is never longer than the source text. */
-	for (start = p; p < r->end && *p != '"'; p++)
-		if (*p == '\\' && p + 1 < r->end)
-			p++;
-	if (p >= r->end)
-		return false;
-	if ((size_t)(p - start) + 1 > r->scratch_cap) {
-		size_t cap = (size_t)(p - start) + 1;
-		char *n = malloc(cap < 256 ? 256 : cap);
-
-		if (!n)
-			return false;
-		if (r->scratch)
-			broker_wipe_free(r->scratch, r->scratch_cap);
-		r->scratch = n;
-		r->scratch_cap = cap < 256 ? 256 : cap;
-	}
-	for (p = start; *p != '"';) {
-		unsigned char c = *p;
-
-		if (c >= 0x20 && c < 0x80 && c != '\\') {
-			r->scratch[o++] = (char)c;
-			p++;
-		} else if (c >= 0x80) {
-			size_t l = utf8_seq_len(p, (size_t)(r->end - p));
-
-			if (!l)
-				return false;
-			memcpy(r->scratch + o, p, l);
-			o += l;
-			p += l;
-		} else if (c < 0x20) {
-			return false;
-		} else {
-			int v;
-
-			p++; /* the backslash; the scan above saw a character after it */
-			switch (*p) {
-			case '"': r->scratch[o++] = '"'; p++; continue;
-			case '\\': r->scratch[o++] = '\\'; p++; continue;
-			case '/': r->scratch[o++] = '/'; p++; continue;
-			case 'b': r->scratch[o++] = '\b'; p++; continue;
-			case 'f': r->scratch[o++] = '\f'; p++; continue;
-			case 'n': r->scratch[o++] = '\n'; p++; continue;
-			case 'r': r->scratch[o++] = '\r'; p++; continue;
-			case 't': r->scratch[o++] = '\t'; p++; continue;
-			case 'u': break;
-			default: return false;
-			}
-			if (r->end - p < 5 || (v = jr_hex4(p + 1)) < 0)
-				return false;
-			p += 5;
-			if (v >= 0xd800 && v <= 0xdbff) {
-				int lo;
-
-				if (r->end - p < 6 || p[0] != '\\' || p[1] != 'u' || (lo = jr_hex4(p + 2)) < 0 ||
-				    lo < 0xdc00 || lo > 0xdfff)
-					return false;
-				p += 6;
-				v = ((v - 0xd800) << 10) + (lo - 0xdc00) + 0x10000;
-			} else if (v >= 0xdc00 && v <= 0xdfff) {
-				return false;
-			}
-			if (v == 0)
-				return false; /* no JSON_ALLOW_NUL; NUL in keys is refused too */
-			o += jr_utf8_put((uint32_t)v, r->scratch + o);
-		}
-	}
-	r->scratch[o] = '\0';
-	r->p = p + 1;
-	*ret = r->scratch;
-	*ret_len = o;
-	return true;
-}
-
-/* Number grammar of RFC 8259 (no leading zeros, digits after '.' and 'e');
- * integers without '.'/'e' must fit int64 (jansson: strtoll and ERANGE),
- * reals must not overflow (strtod and ERANGE; underflow is accepted). */
-static json_t *jr_number(struct json_reader *r)
-{
-	const unsigned char *p = r->p, *start = p;
-	bool neg = false, is_real = false;
-	uint64_t v = 0, limit;
-	char buf[64], *text, *endp;
-	size_t len;
-	double d;
-	json_t *out;
-
-	if (*p == '-') {
-		neg = true;
-		p++;
-	}
-	if (p >= r->end)
-		return NULL;
-	if (*p == '0') {
-		p++;
-		if (p < r->end && *p >= '0' && *p <= '9')
-			return NULL;
-	} else if (*p >= '1' && *p <= '9') {
-		while (p < r->end && *p >= '0' && *p <= '9')
-			p++;
-	} else {
-		return NULL;
-	}
-	if (p < r->end && *p == '.') {
-		is_real = true;
-		p++;
-		if (p >= r->end || *p < '0' || *p > '9')
-			return NULL;
-		while (p < r->end && *p >= '0' && *p <= '9')
-			p++;
-	}
-	if (p < r->end && (*p == 'e' || *p == 'E')) {
-		is_real = true;
-		p++;
-		if (p < r->end && (*p == '+' || *p == '-'))
-			p++;
-		if (p >= r->end || *p < '0' || *p > '9')
-			return NULL;
-		while (p < r->end && *p >= '0' && *p <= '9')
-			p++;
-	}
-	r->p = p;
-	if (!is_real) {
-		limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-		for (const unsigned char *q = start + neg; q < p; q++) {
-			unsigned digit = (unsigned)(*q - '0');
-
-			if (v > (limit - digit) / 10)
-				return NULL; /* jansson: "too big integer" */
-			v = v * 10 + digit;
-		}
-		return json_integer(neg ? (json_int_t)(0 - v) : (json_int_t)v);
-	}
-	len = (size_t)(p - start);
-	text = len < sizeof(buf) ? buf : malloc(len + 1);
-	if (!text)
-		return NULL;
-	memcpy(text, start, len);
-	text[len] = '\0';
-	errno = 0;
-	d = strtod(text, &endp);
-	out = (d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE ? NULL : json_real(d);
-	if (text != buf)
-		free(text);
-	return out;
-}
-
-static json_t *jr_value(struct json_reader *r);
-
-static json_t *jr_object(struct json_reader *r)
-{
-	json_t *o = json_object(), *v;
-	const char *key;
-	size_t key_len;
-
-	if (!o)
-		return NULL;
-	r->p++;
-	jr_skip_ws(r);
-	if (r->p < r->end && *r->p == '}') {
-		r->p++;
-		return o;
-	}
-	for (;;) {
-		char short_key[128], *k;
-		int rc;
-
-		if (r->p >= r->end || *r->p != '"' || !jr_string(r, &key, &key_len))
-			goto fail;
-		/* A second "iss" must not silently win. */
-		if (json_object_getn(o, key, key_len))
-			goto fail;
-		/* The value's strings reuse the scratch buffer: keep the key. */
-		k = key_len < sizeof(short_key) ? short_key : malloc(key_len + 1);
-		if (!k)
-			goto fail;
-		memcpy(k, key, key_len + 1);
-		jr_skip_ws(r);
-		rc = -1;
-		if (r->p < r->end && *r->p == ':') {
-			r->p++;
-			v = jr_value(r);
-			/* Takes the value's reference, also when it fails. */
-			rc = v ? json_object_setn_new_nocheck(o, k, key_len, v) : -1;
-		}
-		if (k != short_key)
-			free(k);
-		if (rc != 0)
-			goto fail;
-		jr_skip_ws(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			jr_skip_ws(r);
-			continue;
-		}
-		if (r->p < r->end && *r->p == '}') {
-			r->p++;
-			return o;
-		}
-		goto fail;
-	}
-fail:
-	json_decref(o);
-	return NULL;
-}
-
-static json_t *jr_array(struct json_reader *r)
-{
-	json_t *a = json_array(), *v;
-
-	if (!a)
-		return NULL;
-	r->p++;
-	jr_skip_ws(r);
-	if (r->p < r->end && *r->p == ']') {
-		r->p++;
-		return a;
-	}
-	for (;;) {
-		v = jr_value(r);
-		if (!v || json_array_append_new(a, v) != 0)
-			goto fail;
-		jr_skip_ws(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			continue;
-		}
-		if (r->p < r->end && *r->p == ']') {
-			r->p++;
-			return a;
-		}
-		goto fail;
-	}
-fail:
-	json_decref(a);
-	return NULL;
-}
-
-static bool jr_literal(struct json_reader *r, const char *word, size_t len)
-{
-	if ((size_t)(r->end - r->p) < len || memcmp(r->p, word, len) != 0)
-		return false;
-	r->p += len;
-	return true;
-}
-
-static json_t *jr_value(struct json_reader *r)
-{
-	const char *s;
-	size_t len;
-	json_t *v = NULL;
-
-	jr_skip_ws(r);
-	if (r->p >= r->end || ++r->values > JSON_PARSER_MAX_DEPTH)
-		return NULL;
-	switch (*r->p) {
-	case '{':
-	case '[':
-		if (++r->depth > r->max_depth)
-			return NULL;
-		v = *r->p == '{' ? jr_object(r) : jr_array(r);
-		r->depth--;
-		break;
-	case '"':
-		v = jr_string(r, &s, &len) ? json_stringn_nocheck(s, len) : NULL;
-		break;
-	case 't':
-		v = jr_literal(r, "true", 4) ? json_true() : NULL;
-		break;
-	case 'f':
-		v = jr_literal(r, "false", 5) ? json_false() : NULL;
-		break;
-	case 'n':
-		v = jr_literal(r, "null", 4) ? json_null() : NULL;
-		break;
-	default:
-		v = jr_number(r);
-	}
-	r->values--;
-	return v;
-}
-
-json_t *broker_json_parse_fast(const void *buf, size_t len, size_t max_depth)
-{
-	struct json_reader r = {.p = buf, .end = (const unsigned char *)buf + len, .max_depth = max_depth};
-	json_t *v;
-
-	if (!buf)
-		return NULL;
-	v = jr_value(&r);
-	if (v) {
-		/* Anything but whitespace after the value is an error. A
-		 * literal or number running into letters or digits ("truex",
-		 * "1x") ends up here too, as in jansson. */
-		jr_skip_ws(&r);
-		if (r.p != r.end) {
-			json_decref(v);
-			v = NULL;
-		}
-	}
-	if (r.scratch)
-		broker_wipe_free(r.scratch, r.scratch_cap);
-	return v;
 }

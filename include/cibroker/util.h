@@ -53,12 +53,6 @@ void broker_fmt_time_ms(int64_t epoch_us, char *out, size_t outlen);
 /* JSON parse that rejects duplicate keys, trailing bytes, embedded NULs and
  * nesting deeper than max_depth. Returns NULL on any error. */
 json_t *broker_json_parse(const void *buf, size_t len, size_t max_depth);
-/* The same grammar, limits and result as broker_json_parse (jansson's with
- * JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, no NUL anywhere, depth <=
- * max_depth), read directly instead of through jansson's lexer: several
- * times faster on a token's claims. tests/unit/test-jsonw.c holds them
- * equal on edge cases and random and mutated documents. */
-json_t *broker_json_parse_fast(const void *buf, size_t len, size_t max_depth);
 /* Nesting depth of a JSON value (scalar = 0). */
 size_t broker_json_depth(const json_t *v);
 

@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The JSON writer, the direct JSON reader and b64url_encode_into (util.h)
- * against their references: every output is compared byte for byte with what
- * jansson's json_dumps (JSON_COMPACT) and OpenSSL's base64 write for the same
- * input, and broker_json_parse_fast must accept exactly what
- * broker_json_parse (jansson) accepts and build the same values, over fixed
- * edge cases and thousands of random and mutated documents. */
+/* The JSON writer and b64url_encode_into (util.h) against their references:
+ * every output is compared byte for byte with what jansson's json_dumps
+ * (JSON_COMPACT) and OpenSSL's base64 write for the same input, over fixed
+ * edge cases and a few thousand random values. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -270,122 +268,6 @@ static void test_errors(void)
 	broker_buf_wipe(&w.buf);
 }
 
-/* Both readers refuse, or both build values that dump identically (types,
- * key order and every number's exact value included). */
-static bool same_parse(const char *text, size_t len, size_t depth)
-{
-	json_t *ref = broker_json_parse(text, len, depth), *mine = broker_json_parse_fast(text, len, depth);
-	char *a = ref ? json_dumps(ref, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-	char *b = mine ? json_dumps(mine, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-	bool ok = (!ref && !mine) || (a && b && strcmp(a, b) == 0 && json_equal(ref, mine));
-
-	if (!ok)
-		fprintf(stderr, "  input %.*s: jansson %s, fast %s\n", (int)len, text, a ? a : "(refused)",
-			b ? b : "(refused)");
-	free(a);
-	free(b);
-	json_decref(ref);
-	json_decref(mine);
-	return ok;
-}
-
-static void test_reader_table(void)
-{
-	static const char *const docs[] = {
-		"{}", "[]", "{\"a\":1}", " {\"a\" : [1 , 2.5 , -0 , -0.0 , 1e5 , 1E-5 , 1e+2] } ", "\t\n\r 7 \r\n",
-		"\"s\"", "true", "false", "null", "", " ", "{", "}", "[", "[1,]", "[,1]", "{\"a\":1,}", "{,}", "{\"a\"}",
-		"{\"a\":}", "{\"a\" 1}", "{1:2}", "{\"a\":1 \"b\":2}", "[1 2]", "01", "-01", "00", "-", "-a", "+1", "1.",
-		".5", "1.e5", "1e", "1e+", "1e-", "1.5e3.2", "0x10", "1x", "truex", "true1", "nul", "nulll", "True",
-		"NaN", "Infinity", "-Infinity", "9223372036854775807", "-9223372036854775808", "9223372036854775808",
-		"-9223372036854775809", "18446744073709551616", "1e308", "1e309", "-1e309", "1e-400", "4.9e-324",
-		"123456789012345678901234567890", "123456789012345678901234567890.5",
-		"0.000000000000000000000000000000000000000000000000000000000000000000000000000000000000001",
-		"{\"a\":1,\"a\":2}", "{\"a\":{\"b\":1,\"b\":1}}", "[{\"x\":1},{\"x\":1}]", "{\"a\":1,\"A\":2}",
-		"{\"\\u0061\":1,\"a\":2}", "{\"a\\u0000b\":1}", "\"a\\u0000b\"", "\"\\u0000\"", "\"\\ud83d\\ude00\"",
-		"\"\\uD83D\\uDE00\"", "\"\\ud83d\"", "\"\\ud83dx\"", "\"\\ude00\"", "\"\\ud83d\\u0041\"",
-		"\"\\ud83d\\ud83d\"", "\"\\ud83d\\n\"", "\"\\u12\"", "\"\\u12g4\"", "\"\\u00e9\\u20AC\"", "\"\\x41\"",
-		"\"\\a\"", "\"\\'\"", "\"\\/\\\\\\\"\\b\\f\\n\\r\\t\"", "\"tab\there\"", "\"nl\nhere\"", "\"del\x7f\"",
-		"\"\x01\"", "\"\x1f\"", "\"unterminated", "\"ends in backslash\\", "\"\\\"", "\"caf\xc3\xa9\"",
-		"\"\xc3\"", "\"\xc3(\"", "\"\xc0\x80\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\"\xf0\x9f\x98\x80\"",
-		"\"\xef\xbf\xbf\"", "\xef\xbb\xbf{}", "{}\xff", "[1]x", "[1] [2]", "{} {}", "\"a\" \"b\"",
-		"[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]", "[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]",
-		"{\"a\":[{\"b\":[{\"c\":[{\"d\":[{\"e\":[{\"f\":[{\"g\":[{\"h\":1}]}]}]}]}]}]}]}",
-		"{\"iss\":\"https://token.actions.githubusercontent.com\",\"aud\":[\"a\",\"b\"],\"exp\":1764000000,"
-		"\"nbf\":null,\"x\":{\"y\":[true,false,null,1.25,-3]}}",
-		"[\"\xe2\x80\xa8\"]", "{\"k\":\"v\"}\n", "\n", "[1,\n2]", "[1\x0b]", "[1\x0c]", "[\xc2\xa0""1]",
-	};
-	int bad = 0;
-
-	for (size_t i = 0; i < BROKER_ARRAY_SIZE(docs); i++)
-		if (!same_parse(docs[i], strlen(docs[i]), 16))
-			bad++;
-	CHECK(bad == 0, "%zu hand-picked documents: same acceptance and values as jansson (%d differ)",
-	      BROKER_ARRAY_SIZE(docs), bad);
-	CHECK(same_parse("{\"a\":1}\0", 8, 16) && !broker_json_parse_fast("{\"a\":1}\0", 8, 16),
-	      "a NUL byte after the value is refused");
-	CHECK(same_parse("\"a\0b\"", 5, 16) && !broker_json_parse_fast("\"a\0b\"", 5, 16),
-	      "a raw NUL inside a string is refused");
-	CHECK(!broker_json_parse_fast(NULL, 0, 16), "NULL input refused");
-	bad = 0;
-	for (size_t depth = 0; depth < 20; depth++) {
-		char doc[64];
-		size_t n = 0;
-
-		for (size_t i = 0; i < depth; i++)
-			doc[n++] = '[';
-		for (size_t i = 0; i < depth; i++)
-			doc[n++] = ']';
-		for (size_t max = 0; max < 20; max++)
-			if (!same_parse(doc, n, max))
-				bad++;
-	}
-	CHECK(bad == 0, "nesting limit applied at exactly the same depth (%d differ)", bad);
-}
-
-static void test_reader_random(void)
-{
-	static const size_t flags[] = {JSON_COMPACT, JSON_INDENT(2), JSON_ENSURE_ASCII | JSON_COMPACT,
-				       JSON_ESCAPE_SLASH | JSON_INDENT(1)};
-	static const char noise[] = "{}[]:,\"\\/ \t\n\r0123456789-+.eEtrufalsn\x01\x7f\xc3\xa9\xed\xff";
-	int bad = 0, accepted = 0, refused = 0;
-
-	for (int i = 0; i < 3000; i++) {
-		json_t *v = random_value(rnd(2));
-		char *text = json_dumps(v, flags[rnd(BROKER_ARRAY_SIZE(flags))] | JSON_ENCODE_ANY);
-		size_t len = text ? strlen(text) : 0;
-
-		if (!text || !same_parse(text, len, 16))
-			bad++;
-		/* The same document, damaged a few bytes at a time. */
-		for (int m = 0; text && len > 0 && m < 4; m++) {
-			char *mut = malloc(len + 2);
-			size_t at = rnd((unsigned)len), mlen = len;
-			json_t *check;
-
-			memcpy(mut, text, len);
-			switch (rnd(3)) {
-			case 0: mut[at] = noise[rnd(sizeof(noise) - 1)]; break;
-			case 1: memmove(mut + at, mut + at + 1, len - at - 1); mlen--; break;
-			default:
-				memmove(mut + at + 1, mut + at, len - at);
-				mut[at] = noise[rnd(sizeof(noise) - 1)];
-				mlen++;
-			}
-			if (!same_parse(mut, mlen, 16))
-				bad++;
-			check = broker_json_parse(mut, mlen, 16);
-			check ? accepted++ : refused++;
-			json_decref(check);
-			free(mut);
-		}
-		free(text);
-		json_decref(v);
-	}
-	CHECK(bad == 0, "3000 random documents and 12000 damaged copies: same as jansson (%d differ)", bad);
-	CHECK(accepted > 100 && refused > 1000, "the damaged copies exercise both outcomes (%d accepted, %d refused)",
-	      accepted, refused);
-}
-
 static void test_b64url(void)
 {
 	int bad = 0;
@@ -406,18 +288,8 @@ static void test_b64url(void)
 		n = b64url_encode_into(in, len, out);
 		if (n != (size_t)m || n != B64URL_ENCODED_LEN(len) || memcmp(out, ref, n) != 0 || out[n] != '\0')
 			bad++;
-		/* And back: the strict decoder returns the same bytes, NUL-terminated. */
-		{
-			unsigned char *dec = NULL;
-			size_t dlen = 0;
-
-			if (b64url_decode(out, n, &dec, &dlen) != BROKER_OK || dlen != len || memcmp(dec, in, len) != 0 ||
-			    dec[len] != '\0')
-				bad++;
-			free(dec);
-		}
 	}
-	CHECK(bad == 0, "b64url_encode_into equals OpenSSL base64 with the url alphabet and b64url_decode reverses it, lengths 0..299 (%d differ)",
+	CHECK(bad == 0, "b64url_encode_into equals OpenSSL base64 with the url alphabet, lengths 0..299 (%d differ)",
 	      bad);
 }
 
@@ -427,8 +299,6 @@ int main(void)
 	test_numbers();
 	test_structures();
 	test_errors();
-	test_reader_table();
-	test_reader_random();
 	test_b64url();
 	return check_done();
 }
