@@ -7,11 +7,14 @@
  * whole set. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cibroker/util.h"
 #include "policy-int.h"
@@ -342,11 +345,6 @@ static bool wanted_file(const char *name)
 	       (len > 5 && strcmp(name + len - 5, ".json") == 0);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static void config_policies_pos(const struct broker_config *cfg, int *line, int *col)
 {
 	const struct doc_node *n = NULL;
@@ -361,12 +359,146 @@ static void config_policies_pos(const struct broker_config *cfg, int *line, int 
 	}
 }
 
+struct dir_entry {
+	const char *name;
+	unsigned char type; /* d_type */
+};
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct dir_entry *)a)->name, ((const struct dir_entry *)b)->name);
+}
+
+/* The policy files' names, sorted: one pool for the names, one array. */
+static enum broker_err list_dir(DIR *dh, char **ret_pool, struct dir_entry **ret_v, size_t *ret_n)
+{
+	char *pool = NULL;
+	struct dir_entry *v = NULL;
+	size_t n = 0, cap = 0, used = 0, pool_cap = 0;
+	struct dirent *de;
+	enum broker_err r = BROKER_ERR_NOMEM;
+
+	while ((de = readdir(dh))) {
+		size_t len = strlen(de->d_name) + 1;
+
+		if (!wanted_file(de->d_name))
+			continue;
+		if (n == cap) {
+			struct dir_entry *nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*nv));
+
+			if (!nv)
+				goto out;
+			v = nv;
+		}
+		if (used + len > pool_cap) {
+			char *np = realloc(pool, (pool_cap = (used + len) * 2 + 4096));
+
+			if (!np)
+				goto out;
+			pool = np;
+		}
+		memcpy(pool + used, de->d_name, len);
+		/* offsets until the pool stops moving */
+		v[n].name = (const char *)(uintptr_t)used;
+		v[n].type = de->d_type;
+		used += len;
+		n++;
+	}
+	for (size_t i = 0; i < n; i++)
+		v[i].name = pool + (uintptr_t)v[i].name;
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_entry);
+	*ret_pool = pool;
+	*ret_v = v;
+	*ret_n = n;
+	pool = NULL;
+	v = NULL;
+	r = BROKER_OK;
+out:
+	free(pool);
+	free(v);
+	return r;
+}
+
+struct read_buf {
+	char *p;
+	size_t cap;
+};
+
+/* One policy file, opened relative to the directory (no path walk per file)
+ * and read into a buffer reused for every file. A regular file that the
+ * directory entry says is one needs no stat; symlinks and file systems that
+ * do not fill d_type are checked as stat(2) checked them. BROKER_ERR_INVALID:
+ * not a regular file; BROKER_ERR_TOOBIG: over POLICY_FILE_MAX. */
+static enum broker_err read_entry(int dfd, const struct dir_entry *e, struct read_buf *rb, size_t *ret_len)
+{
+	enum broker_err r = BROKER_ERR_IO;
+	struct stat st;
+	size_t len = 0;
+	int fd;
+
+	if (e->type != DT_REG && e->type != DT_LNK && e->type != DT_UNKNOWN)
+		return BROKER_ERR_INVALID;
+	if (e->type != DT_REG && (fstatat(dfd, e->name, &st, 0) != 0 || !S_ISREG(st.st_mode)))
+		return BROKER_ERR_INVALID;
+	/* O_NONBLOCK: a FIFO swapped in since must not hang the loader */
+	fd = openat(dfd, e->name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return fstatat(dfd, e->name, &st, 0) != 0 || !S_ISREG(st.st_mode) ? BROKER_ERR_INVALID : BROKER_ERR_IO;
+	if (fstat(fd, &st) != 0)
+		goto out;
+	if (!S_ISREG(st.st_mode)) {
+		r = BROKER_ERR_INVALID;
+		goto out;
+	}
+	if ((uint64_t)st.st_size > POLICY_FILE_MAX) {
+		r = BROKER_ERR_TOOBIG;
+		goto out;
+	}
+	for (;;) {
+		ssize_t got;
+
+		/* room for the whole file, one byte past the limit, and the NUL */
+		if (rb->cap < len + 4097 && len <= POLICY_FILE_MAX) {
+			size_t cap = (size_t)st.st_size > len ? (size_t)st.st_size + 4097 : len + 65536;
+			char *p = realloc(rb->p, cap < POLICY_FILE_MAX + 2 ? cap : POLICY_FILE_MAX + 2);
+
+			if (!p) {
+				r = BROKER_ERR_NOMEM;
+				goto out;
+			}
+			rb->p = p;
+			rb->cap = cap < POLICY_FILE_MAX + 2 ? cap : POLICY_FILE_MAX + 2;
+		}
+		got = read(fd, rb->p + len, rb->cap - 1 - len);
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			goto out;
+		}
+		if (got == 0)
+			break;
+		len += (size_t)got;
+		if (len > POLICY_FILE_MAX) {
+			r = BROKER_ERR_TOOBIG;
+			goto out;
+		}
+	}
+	rb->p[len] = '\0';
+	*ret_len = len;
+	r = BROKER_OK;
+out:
+	close(fd);
+	return r;
+}
+
 static enum broker_err load_dir(struct load_ctx *ctx, const char *dir)
 {
 	enum broker_err r = BROKER_OK;
-	char **names = NULL, *path = NULL, *buf = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
+	char *pool = NULL, *path = NULL;
+	struct dir_entry *v = NULL;
+	struct read_buf rb = {0};
+	size_t n = 0, dir_len = strlen(dir), path_cap = 0;
 	DIR *dh = opendir(dir);
 	int line, col;
 
@@ -376,46 +508,34 @@ static enum broker_err load_dir(struct load_ctx *ctx, const char *dir)
 			   "cannot open policies directory %s: %s", dir, strerror(errno));
 		return BROKER_ERR_CONFIG;
 	}
-	while ((de = readdir(dh))) {
-		if (!wanted_file(de->d_name))
-			continue;
-		if (n == cap) {
-			char **v = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+	if ((r = list_dir(dh, &pool, &v, &n)) != BROKER_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		size_t name_len = strlen(v[i].name), len;
+		bool is_json = strcmp(v[i].name + name_len - 5, ".json") == 0;
+		enum broker_err e;
 
-			if (!v) {
+		/* "dir/name", for diagnostics and positions */
+		if (dir_len + name_len + 2 > path_cap) {
+			char *p = realloc(path, path_cap = dir_len + name_len + 256);
+
+			if (!p) {
 				r = BROKER_ERR_NOMEM;
 				goto out;
 			}
-			names = v;
+			path = p;
 		}
-		if (!(names[n] = strdup(de->d_name))) {
-			r = BROKER_ERR_NOMEM;
-			goto out;
-		}
-		n++;
-	}
-	if (n)
-		qsort(names, n, sizeof(*names), cmp_str);
-	for (size_t i = 0; i < n; i++) {
-		struct stat st;
-		size_t len;
-		enum broker_err e;
-		bool is_json = strcmp(names[i] + strlen(names[i]) - 5, ".json") == 0;
-
-		free(path);
-		if (asprintf(&path, "%s/%s", dir, names[i]) < 0) {
-			path = NULL;
-			r = BROKER_ERR_NOMEM;
-			goto out;
-		}
-		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-			diag_warning(ctx->d, path, 0, 0, "not a regular file; ignored");
-			continue;
-		}
-		e = broker_read_file(path, POLICY_FILE_MAX, &buf, &len);
+		memcpy(path, dir, dir_len);
+		path[dir_len] = '/';
+		memcpy(path + dir_len + 1, v[i].name, name_len + 1);
+		e = read_entry(dirfd(dh), &v[i], &rb, &len);
 		if (e == BROKER_ERR_NOMEM) {
 			r = e;
 			goto out;
+		}
+		if (e == BROKER_ERR_INVALID) {
+			diag_warning(ctx->d, path, 0, 0, "not a regular file; ignored");
+			continue;
 		}
 		if (e != BROKER_OK) {
 			diag_error(ctx->d, path, 0, 0, "%s",
@@ -423,9 +543,7 @@ static enum broker_err load_dir(struct load_ctx *ctx, const char *dir)
 			r = BROKER_ERR_CONFIG;
 			continue;
 		}
-		e = load_buffer(ctx, path, buf, len, is_json);
-		free(buf);
-		buf = NULL;
+		e = load_buffer(ctx, path, rb.p, len, is_json);
 		if (e == BROKER_ERR_NOMEM) {
 			r = e;
 			goto out;
@@ -436,10 +554,9 @@ static enum broker_err load_dir(struct load_ctx *ctx, const char *dir)
 out:
 	closedir(dh);
 	free(path);
-	free(buf);
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	free(rb.p);
+	free(pool);
+	free(v);
 	return r;
 }
 
