@@ -187,6 +187,14 @@ static enum broker_err check_duplicates(struct builder *b, const struct doc_node
 	size_t n = 0, n_dups = 0;
 	enum broker_err err = BROKER_ERR_NOMEM;
 
+	/* A key is looked up as a C string: one with a NUL inside ("\0" in a
+	 * YAML double-quoted scalar) could never be found, so it is refused. */
+	for (size_t i = 0; i < map->n; i++) {
+		if (map->keys[i]->kind == DOC_SCALAR && memchr(map->keys[i]->str, '\0', map->keys[i]->len)) {
+			diag_error(b->d, b->name, map->keys[i]->line, map->keys[i]->col, "key contains a NUL byte");
+			b->failed = true;
+		}
+	}
 	if (map->n < 2)
 		return BROKER_OK;
 	sorted = malloc(map->n * sizeof(*sorted));
@@ -970,7 +978,7 @@ static struct doc_node *jf_collection(struct jfast *j, size_t depth)
 	j->col++;
 	count = j->sp - base;
 	n->n = map ? count / 2 : count;
-	if (map && jf_has_duplicates(j->stack + base, n->n))
+	if (map && n->n && jf_has_duplicates(j->stack + base, n->n))
 		return NULL;
 	if (n->n) {
 		if (!(n->items = arena_alloc(&j->arena, n->n * sizeof(*n->items))))

@@ -64,6 +64,10 @@ static const struct err_case err_cases[] = {
 	 "t.json:2:7: invalid JSON: unexpected token near '}'"},
 	{"{\"a\": 1} x", true, "t.json:1:10: invalid JSON: end of file expected near 'x'"},
 	{"a: 1\n---\nb: 1\nb: 2\n", false, "t.yaml:4:1: duplicate key 'b' (first defined at 3:1)"},
+	/* found by fuzz-config: a key with a NUL inside can never be looked up */
+	{"{\n\t\"ue,\\0\"}\n", false, "t.yaml:2:2: key contains a NUL byte"},
+	/* found by fuzz-config: an empty JSON object in the one-pass reader */
+	{"{}\t\"\n/\na\n", true, "t.json:1:4: invalid JSON: unexpected newline near '\"'"},
 };
 
 static void test_errors(void)
