@@ -8,7 +8,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,6 +360,7 @@ static void config_policies_pos(const struct broker_config *cfg, int *line, int 
 
 struct dir_entry {
 	const char *name;
+	size_t off;         /* of name in the pool, while the pool grows */
 	unsigned char type; /* d_type */
 };
 
@@ -398,14 +398,13 @@ static enum broker_err list_dir(DIR *dh, char **ret_pool, struct dir_entry **ret
 			pool = np;
 		}
 		memcpy(pool + used, de->d_name, len);
-		/* offsets until the pool stops moving */
-		v[n].name = (const char *)(uintptr_t)used;
+		v[n].off = used;
 		v[n].type = de->d_type;
 		used += len;
 		n++;
 	}
 	for (size_t i = 0; i < n; i++)
-		v[i].name = pool + (uintptr_t)v[i].name;
+		v[i].name = pool + v[i].off;
 	if (n)
 		qsort(v, n, sizeof(*v), cmp_entry);
 	*ret_pool = pool;
