@@ -388,39 +388,6 @@ void audit_get_stats(const struct broker_audit *a, struct audit_stats *ret)
 
 /* ---- formatting a record (outside the lock) ---- */
 
-/* Length of the valid UTF-8 sequence at s (jansson's rules: no overlongs,
- * no surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
 
 /* A record must be written even when a field holds junk: invalid bytes
  * become '?' and an over-long value is cut with "...", so the line stays
@@ -439,7 +406,7 @@ static void put_safe_string(struct broker_json_writer *w, const char *s)
 	n = strlen(s);
 	cut = n > AUDIT_MAX_STRING; /* output bytes = input bytes until cut */
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_seq_len(in + i, n - i);
+		size_t l = broker_utf8_seq_len(in + i, n - i);
 
 		if (cut && o + (l ? l : 1) > AUDIT_MAX_STRING - 3) {
 			memcpy(buf + o, "...", 3);

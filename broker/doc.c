@@ -645,16 +645,6 @@ static struct doc_node *jf_node(struct jfast *j, enum doc_kind kind, int line, i
 	return n;
 }
 
-static int hex_digit(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static bool jf_hex4(struct jfast *j, size_t at, unsigned *ret)
 {
@@ -663,7 +653,7 @@ static bool jf_hex4(struct jfast *j, size_t at, unsigned *ret)
 	if (at + 4 > j->len)
 		return false;
 	for (size_t k = 0; k < 4; k++) {
-		int d = hex_digit(j->s[at + k]);
+		int d = broker_hex_value((unsigned char)j->s[at + k]);
 
 		if (d < 0)
 			return false;

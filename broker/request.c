@@ -74,16 +74,6 @@ static char **param_slot(struct token_request *req, const char *name, size_t len
 	return NULL;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* Percent-decoding of one form component; '+' is a space. NUL refused. */
 static enum broker_err form_decode(const char *in, size_t len, char **ret, size_t *ret_len)
@@ -101,8 +91,8 @@ static enum broker_err form_decode(const char *in, size_t len, char **ret, size_
 
 			if (i + 2 >= len)
 				goto bad;
-			hi = hexval(in[i + 1]);
-			lo = hexval(in[i + 2]);
+			hi = broker_hex_value((unsigned char)in[i + 1]);
+			lo = broker_hex_value((unsigned char)in[i + 2]);
 			if (hi < 0 || lo < 0)
 				goto bad;
 			c = (char)(hi << 4 | lo);

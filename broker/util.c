@@ -520,9 +520,18 @@ void broker_jw_raw(struct broker_json_writer *w, const char *text)
 	jw_put(w, text, strlen(text));
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0: jansson's rules (no
- * overlongs, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+int broker_hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+size_t broker_utf8_seq_len(const unsigned char *s, size_t n)
 {
 	uint32_t cp;
 	size_t len;
@@ -577,7 +586,7 @@ void broker_jw_stringn(struct broker_json_writer *w, const char *s, size_t len)
 			continue;
 		}
 		if (c >= 0x80) {
-			size_t l = utf8_seq_len(p, (size_t)(end - p));
+			size_t l = broker_utf8_seq_len(p, (size_t)(end - p));
 
 			if (!l) {
 				w->err = BROKER_ERR_INVALID;

@@ -86,6 +86,13 @@ void broker_buf_wipe(struct broker_buf *b);
  * nested deeper than BROKER_JSON_WRITE_MAX_DEPTH, BROKER_ERR_TOOBIG past
  * buf.max, BROKER_ERR_NOMEM. The buffer may hold secrets: broker_buf_wipe it. */
 #define BROKER_JSON_WRITE_MAX_DEPTH 2048
+/* Value of one hex digit (either case), or -1. */
+int broker_hex_value(unsigned char c);
+
+/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if it is
+ * not one: jansson's rules (no overlongs, no surrogates, nothing above U+10FFFF). */
+size_t broker_utf8_seq_len(const unsigned char *s, size_t n);
+
 struct broker_json_writer {
 	struct broker_buf buf;
 	enum broker_err err;
