@@ -56,8 +56,15 @@ struct broker_metrics {
 	uint64_t reloads_ok, reloads_failed;
 };
 
+struct retired_sink {
+	char *path;
+	struct broker_audit *audit;
+};
+
 struct broker_state {
 	pthread_mutex_t lock;
+	struct retired_sink *retired; /* sinks a reload moved away from */
+	size_t n_retired;
 	struct broker_snapshot *cur;
 	struct broker_audit *audit;
 	char *audit_path;
@@ -248,6 +255,11 @@ void state_free(struct broker_state *st)
 	snapshot_unref(st->cur);
 	audit_close(st->audit);
 	free(st->audit_path);
+	for (size_t i = 0; i < st->n_retired; i++) {
+		audit_close(st->retired[i].audit);
+		free(st->retired[i].path);
+	}
+	free(st->retired);
 	replay_free(st->replay);
 	for (size_t i = 0; i < BROKER_ARRAY_SIZE(st->metrics.buckets); i++) {
 		struct counter_entry *e = st->metrics.buckets[i], *next;
@@ -274,31 +286,50 @@ struct broker_snapshot *state_acquire(struct broker_state *st)
 	return s;
 }
 
+/* A reload that moves the audit log opens the new path; the old sink stays
+ * open (exchanges in flight may still write to it) on a retired list that is
+ * closed at exit, and is taken back if a later reload returns to its path,
+ * so one file never has two writers with two chains. audit.sync is read when
+ * a sink is opened: changing it alone takes a restart. */
 enum broker_err state_swap(struct broker_state *st, struct broker_snapshot *snap)
 {
 	struct broker_snapshot *old;
 	const char *path = snap->cfg->audit_path ? snap->cfg->audit_path : "-";
 
-	if (strcmp(path, st->audit_path) != 0 ||
-	    0 /* sync mode changes need a new sink too; handled by reopen below */) {
+	if (strcmp(path, st->audit_path) != 0) {
 		struct broker_audit *a = NULL;
 		char *p = strdup(path);
-		enum broker_err err = p ? audit_open(path, snap->cfg->audit_sync == BROKER_AUDIT_SYNC_ALWAYS, &a)
-					: BROKER_ERR_NOMEM;
+		struct retired_sink *r = NULL;
+		enum broker_err err = p ? BROKER_OK : BROKER_ERR_NOMEM;
+		size_t i;
 
+		for (i = 0; err == BROKER_OK && i < st->n_retired; i++)
+			if (strcmp(st->retired[i].path, path) == 0)
+				break;
+		if (err == BROKER_OK && i < st->n_retired) {
+			a = st->retired[i].audit;
+			free(st->retired[i].path);
+			st->retired[i] = st->retired[--st->n_retired];
+		} else if (err == BROKER_OK) {
+			r = realloc(st->retired, (st->n_retired + 1) * sizeof(*st->retired));
+			if (!r)
+				err = BROKER_ERR_NOMEM;
+			else
+				st->retired = r;
+			if (err == BROKER_OK)
+				err = audit_open(path, snap->cfg->audit_sync == BROKER_AUDIT_SYNC_ALWAYS, &a);
+		}
 		if (err != BROKER_OK) {
 			free(p);
 			return err;
 		}
-		/* The old sink stays open: exchanges in flight may still write to it.
-		 * It is closed at exit. Reloads that move the log are rare. */
 		pthread_mutex_lock(&st->lock);
-		struct broker_audit *prev = st->audit;
+		st->retired[st->n_retired].audit = st->audit;
+		st->retired[st->n_retired].path = st->audit_path;
+		st->n_retired++;
 		st->audit = a;
-		free(st->audit_path);
 		st->audit_path = p;
 		pthread_mutex_unlock(&st->lock);
-		(void)prev;
 	}
 	pthread_mutex_lock(&st->lock);
 	old = st->cur;

@@ -152,6 +152,33 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(b.exchange(self.issuer.mint(), "second").status_code, 200)
         self.assertIn("bad.yaml:2:1", b.log())
 
+    def test_reload_moves_the_audit_log_and_back(self):
+        b = self.broker().start()
+        first = b.audit_path
+        second = os.path.join(b.dir, "moved.jsonl")
+
+        def reload_to(path):
+            b.config["audit"]["path"] = path
+            b.write_config()
+            n = b.log().count("reloaded ")
+            b.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 15
+            while time.time() < deadline and b.log().count("reloaded ") == n:
+                time.sleep(0.1)
+
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        reload_to(second)
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        reload_to(first)
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        self.assertEqual(b.stop(), 0)
+        for path, count in ((first, 2), (second, 1)):
+            out = subprocess.run([os.environ["CIBROKER_BIN"], "audit", "verify", path], capture_output=True,
+                                 text=True)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            with open(path) as f:
+                self.assertEqual(len(f.read().splitlines()), count, path)
+
     def test_sigterm_drains_and_exits_zero(self):
         b = self.broker().start()
         tokens = [self.issuer.mint() for _ in range(50)]
