@@ -192,7 +192,8 @@ static CURLcode perform_once(struct client *c, const struct request *rq, struct 
 	return curl_easy_perform(h);
 }
 
-/* One request with retries on connection errors, 503 and 429. Returns
+/* One request with retries on connection errors and 503 (DESIGN.md: never a
+ * 4xx, so not 429 either: a rate-limited job fails and says so). Returns
  * BROKER_OK with the final HTTP answer (which may still be a 503 when the
  * budget ran out), or BROKER_ERR_UPSTREAM / _INVALID with why. */
 static enum broker_err http_request(struct client *c, const struct request *rq, const char *what,
@@ -235,7 +236,7 @@ static enum broker_err http_request(struct client *c, const struct request *rq, 
 		res = perform_once(c, rq, headers, &b, errbuf);
 		if (res == CURLE_OK) {
 			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-			if (status != 503 && status != 429)
+			if (status != 503)
 				break;
 			curl_easy_getinfo(c->curl, CURLINFO_RETRY_AFTER, &retry_after);
 		} else if (b.toobig) {
@@ -258,7 +259,7 @@ static enum broker_err http_request(struct client *c, const struct request *rq, 
 			delay = retry_after > 3600 ? INT64_MAX / 2 : retry_after * 1000000;
 		if (broker_mono_us() + delay > c->deadline_us) {
 			if (status != 0)
-				break; /* hand back the last 503/429 so its fields are shown */
+				break; /* hand back the last 503 so its fields are shown */
 			err = BROKER_ERR_UPSTREAM;
 			goto out;
 		}
@@ -336,14 +337,14 @@ static void describe_failure(const struct client_reply *r, const char *what, cha
 	json_decref(j);
 }
 
-/* 2xx is success; 429 and 5xx mean "not now" (exit 4); any other 4xx is a
+/* 2xx is success; 5xx means "not now" (exit 4); any 4xx, 429 included, is a
  * refusal (exit 3); anything else (a redirect) is an answer we cannot use. */
 static enum broker_err classify(const struct client_reply *r, const char *what, char why[CLIENT_WHY_MAX])
 {
 	if (r->status >= 200 && r->status < 300)
 		return BROKER_OK;
 	describe_failure(r, what, why);
-	if (r->status == 429 || r->status >= 500)
+	if (r->status >= 500)
 		return BROKER_ERR_UPSTREAM;
 	if (r->status >= 400)
 		return BROKER_ERR_DENIED;

@@ -349,13 +349,14 @@ class Failures(ClientTest):
         self.assertEqual(len(broker.token_requests()), 2)
         self.assertEqual(res.out, broker.minted[0] + "\n")
 
-    def test_retry_429_honours_retry_after(self):
-        broker.reset([fb.error(429, "slow_down", "rate", headers={"Retry-After": "1"}), fb.jwt_ok()])
+    def test_no_retry_on_429(self):
+        # DESIGN.md: retries 503 and connection errors, never a 4xx; 429 is one
+        broker.reset([fb.error(429, "temporarily_unavailable", "too many requests", headers={"Retry-After": "1"}),
+                      fb.jwt_ok()])
         res = self.exchange()
-        self.assertEqual(res.rc, 0, res.err)
-        reqs = broker.token_requests()
-        self.assertEqual(len(reqs), 2)
-        self.assertGreaterEqual(reqs[1]["time"] - reqs[0]["time"], 0.95)
+        self.assertEqual(res.rc, 3, res.err)
+        self.assertEqual(len(broker.token_requests()), 1)
+        self.assertIn("too many requests", res.err)
 
     def test_no_retry_on_403(self):
         denied = fb.error(403, "access_denied", "claim 'ref' did not match")
