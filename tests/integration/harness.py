@@ -132,6 +132,28 @@ class Broker:
             return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
 
+def minted_jti(answer):
+    """The jti of the access token in a 200 answer (signature not checked here)."""
+    import jwt
+    return jwt.decode(answer["access_token"], options={"verify_signature": False})["jti"]
+
+
+def audited_credential_ids(*paths):
+    """Credential ids of every parseable record in the given audit logs; a torn
+    last line (cut by a crash, never answered) is skipped."""
+    ids = set()
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f.read().split(b"\n"):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("credential"):
+                    ids.add(rec["credential"]["id"])
+    return ids
+
+
 def github_issuer_config(issuer, name="github", **kw):
     cfg = {"name": name, "issuer": issuer.url, "audiences": ["https://broker.test"],
            "jwks_min_refetch": "1s"}
