@@ -5,7 +5,6 @@ three brokers behind nginx sharing Redis for replay."""
 import concurrent.futures
 import datetime
 import ipaddress
-import json
 import os
 import shutil
 import signal
