@@ -15,7 +15,7 @@ BUILD_PKGS="build-essential pkg-config meson ninja-build clang libclang-rt-14-de
   libjwt-dev libssl-dev libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev \
   libyaml-dev libxml2-dev libhiredis-dev openssl ca-certificates curl"
 TEST_PKGS="python3 python3-cryptography python3-jwt python3-requests python3-yaml \
-  redis-server nginx-light wrk valgrind linux-perf awscli"
+  redis-server nginx-light wrk valgrind strace linux-perf awscli"
 RUNTIME_PKGS="libssl3 libmicrohttpd12 libcurl4 libjansson4 libyaml-0-2 libxml2 libhiredis0.14 ca-certificates"
 
 mode=all
