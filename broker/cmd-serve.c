@@ -340,10 +340,8 @@ static struct broker_config *dev_config(const char *listen, const char *public_u
 	cfg->public_url = xstrdup(public_url);
 	cfg->policies_dir = xstrdup(policies);
 	cfg->audit_path = xstrdup("-");
+	config_defaults(cfg);
 	cfg->audit_sync = BROKER_AUDIT_SYNC_NONE;
-	cfg->max_body = 16384;
-	cfg->max_ttl = 3600;
-	cfg->threads = 4;
 	cfg->issuers = calloc(BROKER_ARRAY_SIZE(names), sizeof(*cfg->issuers));
 	if (!cfg->issuers)
 		abort();
@@ -358,11 +356,8 @@ static struct broker_config *dev_config(const char *listen, const char *public_u
 			abort();
 		ic->audiences[0] = xstrdup(public_url);
 		ic->n_audiences = 1;
-		ic->algorithms = BROKER_ALG_RS256;
-		ic->clock_skew = 60;
-		ic->max_token_age = 900;
-		ic->jwks_refresh = 3600;
-		ic->jwks_min_refetch = 30;
+		config_issuer_defaults(ic);
+		ic->algorithms = BROKER_ALG_RS256; /* what the dev issuer signs with */
 	}
 	return cfg;
 }

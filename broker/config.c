@@ -801,13 +801,35 @@ static void parse_rate_limits(struct loader *l, const struct key_entry *e, const
 	parse_section(l, e, name, v, dst);
 }
 
-static void issuer_defaults(struct broker_issuer_config *iss)
+void config_issuer_defaults(struct broker_issuer_config *iss)
 {
 	iss->algorithms = BROKER_ALG_RS256 | BROKER_ALG_ES256;
 	iss->clock_skew = 60;
 	iss->max_token_age = 900;
 	iss->jwks_refresh = 3600;
 	iss->jwks_min_refetch = 30;
+}
+
+static unsigned online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > 1024 ? 1024 : (unsigned)n;
+}
+
+void config_defaults(struct broker_config *cfg)
+{
+	cfg->audit_sync = BROKER_AUDIT_SYNC_ALWAYS;
+	cfg->max_body = 16 * 1024;
+	cfg->max_ttl = 3600;
+	/* A worker blocked in the audit fdatasync or an STS call stalls its
+	 * connections; several per core keep the others serving and let group
+	 * commit batch records (docs/benchmarks.md). */
+	cfg->threads = online_cpus() * 4 < 1024 ? online_cpus() * 4 : 1024;
+	cfg->max_connections = 1024;
+	cfg->per_ip_connections = 64;
+	cfg->connection_timeout = 10;
+	cfg->request_deadline = 15;
 }
 
 static void parse_issuers(struct loader *l, const struct key_entry *e, const char *name, const struct doc_node *v,
@@ -836,7 +858,7 @@ static void parse_issuers(struct loader *l, const struct key_entry *e, const cha
 		struct broker_issuer_config *iss = &cfg->issuers[i];
 		const struct doc_node *item = v->items[i];
 
-		issuer_defaults(iss);
+		config_issuer_defaults(iss);
 		iss->file = cfg->path;
 		iss->line = item->line;
 		iss->col = item->col;
@@ -902,12 +924,6 @@ static char *config_dir(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
-static unsigned online_cpus(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n < 1 ? 1 : n > 1024 ? 1024 : (unsigned)n;
-}
 
 enum broker_err config_load(const char *path, struct diag *d, struct broker_config **ret)
 {
@@ -926,17 +942,7 @@ enum broker_err config_load(const char *path, struct diag *d, struct broker_conf
 		goto out;
 	if (strchr(path, '/') && !(l.dir = config_dir(path)))
 		goto out;
-	cfg->audit_sync = BROKER_AUDIT_SYNC_ALWAYS;
-	cfg->max_body = 16 * 1024;
-	cfg->max_ttl = 3600;
-	/* A worker blocked in the audit fdatasync or an STS call stalls its
-	 * connections; several per core keep the others serving and let group
-	 * commit batch records (docs/benchmarks.md). */
-	cfg->threads = online_cpus() * 4 < 1024 ? online_cpus() * 4 : 1024;
-	cfg->max_connections = 1024;
-	cfg->per_ip_connections = 64;
-	cfg->connection_timeout = 10;
-	cfg->request_deadline = 15;
+	config_defaults(cfg);
 
 	err = doc_load(path, d, &cfg->doc);
 	if (err != BROKER_OK)

@@ -87,4 +87,8 @@ struct broker_config {
  * Checks keys' file modes (group/world-readable signing keys are refused). */
 enum broker_err config_load(const char *path, struct diag *d, struct broker_config **ret);
 void config_free(struct broker_config *cfg);
+/* The defaults config_load starts from (also for configs built in memory,
+ * as `cibroker dev` does). */
+void config_defaults(struct broker_config *cfg);
+void config_issuer_defaults(struct broker_issuer_config *iss);
 const struct broker_issuer_config *config_find_issuer(const struct broker_config *cfg, const char *name);
