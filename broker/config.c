@@ -810,13 +810,6 @@ void config_issuer_defaults(struct broker_issuer_config *iss)
 	iss->jwks_min_refetch = 30;
 }
 
-static unsigned online_cpus(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n < 1 ? 1 : n > 1024 ? 1024 : (unsigned)n;
-}
-
 void config_defaults(struct broker_config *cfg)
 {
 	cfg->audit_sync = BROKER_AUDIT_SYNC_ALWAYS;
@@ -824,8 +817,9 @@ void config_defaults(struct broker_config *cfg)
 	cfg->max_ttl = 3600;
 	/* A worker blocked in the audit fdatasync or an STS call stalls its
 	 * connections; several per core keep the others serving and let group
-	 * commit batch records (docs/benchmarks.md). */
-	cfg->threads = online_cpus() * 4 < 1024 ? online_cpus() * 4 : 1024;
+	 * commit batch records (docs/benchmarks.md). Cores are those the
+	 * process may run on: a broker pinned to 2 of 64 CPUs wants 8. */
+	cfg->threads = broker_usable_cpus() * 4 < 1024 ? broker_usable_cpus() * 4 : 1024;
 	cfg->max_connections = 1024;
 	cfg->per_ip_connections = 64;
 	cfg->connection_timeout = 10;

@@ -320,11 +320,10 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	 * seen here on SIGTERM. Each worker polls its own share of the
 	 * connections (max_connections / threads), which poll() handles well. */
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC;
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	/* As config's default: with audit sync always a thread waits out its
 	 * batch's fdatasync, so a group commit holds at most as many records as
 	 * there are threads (docs/benchmarks.md). */
-	unsigned threads = opt->threads ? opt->threads : (unsigned)(cores > 0 && cores < 256 ? cores * 4 : 4);
+	unsigned threads = opt->threads ? opt->threads : broker_usable_cpus() * 4;
 	const union MHD_DaemonInfo *info;
 
 	if (!srv)

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,18 +165,26 @@ enum broker_err broker_random(void *out, size_t n)
 	return BROKER_OK;
 }
 
+unsigned broker_usable_cpus(void)
+{
+	cpu_set_t set;
+	long n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 1024 ? 1024 : (unsigned)n;
+}
+
 enum broker_err broker_random_id(char out[23])
 {
 	unsigned char raw[16];
-	char *s;
 
+	_Static_assert(B64URL_ENCODED_LEN(sizeof(raw)) + 1 == 23, "22 characters and a NUL");
 	if (broker_random(raw, sizeof(raw)) != BROKER_OK)
 		return BROKER_ERR_CRYPTO;
-	s = b64url_encode(raw, sizeof(raw));
-	if (!s)
-		return BROKER_ERR_NOMEM;
-	memcpy(out, s, 23);
-	free(s);
+	b64url_encode_into(raw, sizeof(raw), out);
 	return BROKER_OK;
 }
 

@@ -46,6 +46,9 @@ int64_t broker_now(void);
 int64_t broker_now_us(void);
 /* Monotonic clock in microseconds. */
 int64_t broker_mono_us(void);
+/* CPUs this process may run on (its affinity mask: taskset, a container's
+ * cpuset), not every CPU online on the host; 1 to 1024. */
+unsigned broker_usable_cpus(void);
 /* "2026-11-22T01:24:06Z" (out >= 21) and "2026-11-22T01:19:06.123Z" (out >= 25). */
 void broker_fmt_time(int64_t epoch_s, char *out, size_t outlen);
 void broker_fmt_time_ms(int64_t epoch_us, char *out, size_t outlen);

@@ -87,7 +87,8 @@ static void check_defaults(const struct broker_config *c)
 	CHECK(str_eq(c->audit_path, "-") && c->audit_sync == BROKER_AUDIT_SYNC_ALWAYS);
 	CHECK(c->max_body == 16384 && c->max_ttl == 3600);
 	CHECK(!c->aws_sts_endpoint && !c->aws_region && !c->aws_profile && !c->replay_redis);
-	CHECK(c->threads >= 1 && c->max_connections == 1024 && c->per_ip_connections == 64);
+	CHECK(c->threads == (broker_usable_cpus() * 4 < 1024 ? broker_usable_cpus() * 4 : 1024) &&
+	      c->max_connections == 1024 && c->per_ip_connections == 64);
 	CHECK(c->connection_timeout == 10 && c->request_deadline == 15);
 	CHECK(c->rate_per_ip == 0 && c->burst_per_ip == 0 && c->rate_per_subject == 0 && c->burst_per_subject == 0);
 	CHECK(str_eq(c->path, path_in("ok.yaml")) || str_eq(c->path, path_in("ok.json")));

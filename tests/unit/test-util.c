@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "cibroker/util.h"
@@ -139,8 +141,33 @@ static void test_buf(void)
 	broker_buf_wipe(&b);
 }
 
+/* The thread default counts the CPUs the process may use (taskset, a
+ * cpuset), not the host's: pinned to one CPU, that is 1. */
+static void test_usable_cpus(void)
+{
+	cpu_set_t saved, one;
+	unsigned all = broker_usable_cpus();
+
+	CHECK(all >= 1 && all <= 1024);
+	CHECK(sched_getaffinity(0, sizeof(saved), &saved) == 0);
+	CHECK(all == (unsigned)CPU_COUNT(&saved), "%u vs %d", all, CPU_COUNT(&saved));
+	CPU_ZERO(&one);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &saved)) {
+			CPU_SET(c, &one);
+			break;
+		}
+	CHECK(sched_setaffinity(0, sizeof(one), &one) == 0);
+	CHECK(broker_usable_cpus() == 1, "pinned to one CPU: %u", broker_usable_cpus());
+	CHECK(sysconf(_SC_NPROCESSORS_ONLN) < 2 || broker_usable_cpus() < (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+	      "fewer than the CPUs online");
+	CHECK(sched_setaffinity(0, sizeof(saved), &saved) == 0);
+	CHECK(broker_usable_cpus() == all, "restored");
+}
+
 int main(void)
 {
+	test_usable_cpus();
 	test_buf();
 	test_b64url();
 	test_durations();
