@@ -367,6 +367,10 @@ class Bench:
                 perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "--call-graph",
                                          a.call_graph, "-p", str(b.proc.pid), "-o", f"{a.profile}.{name}"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elif a.syscalls:
+                perf = subprocess.Popen(["strace", "-c", "-f", "-q", "-p", str(b.proc.pid),
+                                         "-o", f"{a.syscalls}.{name}"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             w = run_wrk(url, self.tokens, a.duration, a.connections, wcpu, 1 if pinned else 2,
                         self.ghosts if ghosts else None, a.ghost_every)
             sampler.stop_ev.set()
@@ -412,6 +416,11 @@ class Bench:
             "per_second_min": min(rates) if rates else None,
             "per_second_median": statistics.median(rates) if rates else None,
         })
+        if a.syscalls and allowed:
+            per = strace_counts(f"{a.syscalls}.{name}")
+            row["syscalls_per_exchange"] = {k: v / allowed for k, v in per.items()}
+            log(f"{name}: system calls per exchange: " +
+                ", ".join(f"{k} {v / allowed:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:10]))
         if self.a.verify_audit:
             v = subprocess.run([self.binary, "audit", "verify", audit], capture_output=True, text=True)
             row["audit_verify"] = v.returncode == 0
@@ -424,6 +433,19 @@ class Bench:
             f"records/batch {fmt(row['records_per_batch'], '.1f')}")
         self.results.append(row)
         return row
+
+
+def strace_counts(path):
+    """{syscall: calls} from an `strace -c` summary."""
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                calls = [p for p in parts[3:-1] if p.isdigit()]
+                if calls:
+                    counts[parts[-1]] = int(calls[0])
+    return counts
 
 
 def fmt(v, spec):
@@ -531,6 +553,9 @@ def main():
     ap.add_argument("--out", help="also write the Markdown report here")
     ap.add_argument("--profile", metavar="PREFIX",
                     help="perf record (cpu-clock) the broker during each run into PREFIX.RUN")
+    ap.add_argument("--syscalls", metavar="PREFIX",
+                    help="count the broker's system calls (strace -c -f) during each run into PREFIX.RUN; "
+                         "slows the broker down, so only the counts per exchange mean anything")
     ap.add_argument("--call-graph", default="dwarf", help="perf --call-graph mode (dwarf or fp)")
     args = ap.parse_args()
     if args.smoke:
