@@ -425,6 +425,32 @@ static void put_safe_string(struct broker_json_writer *w, const char *s)
 	broker_jw_stringn(w, buf, o);
 }
 
+/* The selected claims: scalars from the token, whose strings get the same
+ * 2 KiB cut and UTF-8 clean-up as the record's own fields. */
+static void put_claims(struct broker_json_writer *w, const json_t *claims)
+{
+	const char *k;
+	json_t *v;
+	bool first = true;
+
+	if (!claims) {
+		broker_jw_raw(w, "null");
+		return;
+	}
+	broker_jw_raw(w, "{");
+	json_object_foreach((json_t *)claims, k, v) {
+		broker_jw_raw(w, first ? "" : ",");
+		first = false;
+		put_safe_string(w, k);
+		broker_jw_raw(w, ":");
+		if (json_is_string(v))
+			put_safe_string(w, json_string_value(v));
+		else
+			broker_jw_value(w, v);
+	}
+	broker_jw_raw(w, "}");
+}
+
 /* The record as compact JSON without its chain link: "{...," (the final '}'
  * turned into ','), so the flusher only appends "prev":"<hex>"}. Written as
  * text in the field order of DESIGN.md, byte for byte what json_dumps of the
@@ -462,7 +488,7 @@ static enum broker_err record_body(const struct audit_record *rec, bool drop_cla
 	if (drop_claims)
 		broker_jw_raw(&w, "{\"truncated\":true}");
 	else
-		broker_jw_value(&w, rec->claims);
+		put_claims(&w, rec->claims);
 	broker_jw_raw(&w, ",\"credential\":");
 	broker_jw_value(&w, rec->credential);
 	broker_jw_raw(&w, ",\"latency_us\":");

@@ -160,6 +160,7 @@ static void test_format(void)
 
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
+	json_object_set_new(claims, "actor", json_string(big));
 	for (int i = 0; i < 100; i++) {
 		char k[16];
 
@@ -212,6 +213,10 @@ static void test_format(void)
 			      "first prev is zeros");
 			CHECK(strcmp(json_string_value(json_object_get(json_object_get(j, "claims"), "repository")),
 				     "acme/web") == 0, "claims kept");
+			CHECK(strlen(json_string_value(json_object_get(json_object_get(j, "claims"), "actor"))) == 2048 &&
+				      strcmp(json_string_value(json_object_get(json_object_get(j, "claims"), "actor")) + 2045,
+					     "...") == 0,
+			      "a long claim is cut like any other string");
 		} else if (lineno == 2) {
 			const char *ts = json_string_value(json_object_get(j, "ts"));
 			const char *sub = json_string_value(json_object_get(j, "sub"));
