@@ -73,6 +73,7 @@ static bool wait_ready(struct broker_state *st, int seconds)
 struct listener {
 	struct broker_server *srv;
 	char fingerprint[65]; /* of listen, tuning, cert and key */
+	char *listen;         /* the address srv serves */
 };
 
 static char *read_pem(const char *path)
@@ -123,6 +124,8 @@ static enum broker_err listener_open(struct broker_state *st, const struct broke
 		err = BROKER_OK;
 		goto out;
 	}
+	/* Only a rebuild on the same address may bind beside a listener. */
+	so.beside_old = cur->srv && cur->listen && strcmp(cur->listen, so.listen) == 0;
 	err = server_start(st, &so, &srv, &why);
 	if (err != BROKER_OK) {
 		log_line("error", "%s: %s", so.listen, why);
@@ -131,6 +134,8 @@ static enum broker_err listener_open(struct broker_state *st, const struct broke
 	if (cur->srv)
 		server_stop(cur->srv);
 	cur->srv = srv;
+	free(cur->listen);
+	cur->listen = strdup(so.listen); /* NULL only makes the next rebuild probe the port */
 	memcpy(cur->fingerprint, fp, sizeof(fp));
 	*ret_changed = true;
 out:
@@ -297,6 +302,7 @@ int cmd_serve(int argc, char **argv)
 	rc = run_until_stopped(st, &l, &set, config_path);
 out:
 	server_stop(l.srv);
+	free(l.listen);
 	state_free(st);
 	snapshot_unref(snap);
 	diag_free(d);

@@ -4,6 +4,7 @@
 #include "cibroker/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -308,6 +309,30 @@ static enum broker_err parse_listen(const char *listen, struct sockaddr_storage 
 	return BROKER_OK;
 }
 
+/* Is the address free for a listener that is not a reload's replacement?
+ * Probed with a plain bind (SO_REUSEADDR only, as a restart after a crash
+ * must not wait out TIME_WAIT): it fails with EADDRINUSE while anyone listens
+ * there, SO_REUSEPORT or not. Port 0 picks a free port anyway. */
+static bool address_free(const struct sockaddr_storage *ss, socklen_t sl)
+{
+	int one = 1, err = 0, fd;
+	uint16_t port = ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+						  : ((const struct sockaddr_in *)ss)->sin_port;
+
+	if (port == 0)
+		return true;
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true; /* cannot tell: the real bind reports what is wrong */
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss->ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, sl) < 0)
+		err = errno;
+	close(fd);
+	return err != EADDRINUSE;
+}
+
 enum broker_err server_start(struct broker_state *st, const struct server_options *opt, struct broker_server **ret,
 			     const char **ret_reason)
 {
@@ -332,6 +357,11 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 		*ret_reason = "listen address must be HOST:PORT or [V6]:PORT";
 		free(srv);
 		return BROKER_ERR_INVALID;
+	}
+	if (!opt->beside_old && !address_free(&ss, sl)) {
+		*ret_reason = "address in use";
+		free(srv);
+		return BROKER_ERR_IO;
 	}
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;

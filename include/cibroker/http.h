@@ -22,6 +22,11 @@ struct server_options {
 	const char *tls_cert_pem;    /* both or neither */
 	const char *tls_key_pem;
 	struct devissuer *dev;       /* only `cibroker dev` sets this */
+	/* The listener is bound with SO_REUSEPORT so that a reload can rebuild
+	 * it beside the old one. Only such a replacement may find the address
+	 * already bound; any other start refuses a taken port, so that a second
+	 * broker cannot quietly answer part of the traffic. */
+	bool beside_old;
 };
 
 enum broker_err server_start(struct broker_state *st, const struct server_options *opt, struct broker_server **ret,

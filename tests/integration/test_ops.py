@@ -220,6 +220,19 @@ class OpsTest(unittest.TestCase):
         shutil.copy(cpath, ca)
         return cpath, kpath, ca
 
+    def test_second_broker_on_the_same_port_is_refused(self):
+        # The listener uses SO_REUSEPORT for reloads; a second process must
+        # still not be able to share the port and answer part of the traffic.
+        a = self.broker().start()
+        b = self.broker()
+        b.config["listen"] = f"127.0.0.1:{a.port}"
+        b.write_config()
+        with self.assertRaises(RuntimeError) as cm:
+            b.start(timeout=10)
+        self.assertEqual(b.proc.returncode, 1, b.log())
+        self.assertIn("address in use", str(cm.exception))
+        self.assertEqual(requests.get(a.url + "/readyz", timeout=5).status_code, 200)
+
     def test_tls_listener_and_reload(self):
         tmp = tempfile.mkdtemp()
         cpath, kpath, ca_a = self.make_cert(tmp, "first")
