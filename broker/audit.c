@@ -35,10 +35,18 @@
 #define AUDIT_JSON_DEPTH 64
 #define AUDIT_LINK_LEN (sizeof("\"prev\":\"\"}") - 1 + 64)
 
+struct audit_waiter {
+	audit_done_fn *done;
+	void *arg;
+};
+
 struct audit_batch {
 	char *buf;    /* record bodies "{...," each followed by '\n' */
 	size_t len, cap, nrec;
-	unsigned refs; /* writers waiting on it; the last one frees it */
+	unsigned refs; /* writers and waiters not yet told; the last one frees it */
+	/* audit_submit's records, told by whoever wrote the batch. */
+	struct audit_waiter *waiters;
+	size_t n_waiters, cap_waiters;
 	bool done;
 	enum broker_err err;
 	/* Its writers sleep here, not on the shared cv: a finished flush then
@@ -65,6 +73,11 @@ struct broker_audit {
 	struct audit_sink sink;
 	bool healthy;             /* __atomic */
 	struct audit_stats stats; /* __atomic */
+	/* audit_submit's writer thread, started on first use: it flushes
+	 * batches that hold submitted records when no writer is there to. */
+	pthread_t writer;
+	bool writer_started, stopping;
+	pthread_cond_t writer_cv;
 };
 
 static void hash_zero(char head[65])
@@ -257,6 +270,7 @@ enum broker_err audit_open(const char *path, bool sync_always, struct broker_aud
 	a->stats.torn_recovered = torn;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
+	pthread_cond_init(&a->writer_cv, NULL);
 	*ret = a;
 	return BROKER_OK;
 }
@@ -273,6 +287,7 @@ static struct audit_batch *batch_new(void)
 static void batch_free(struct audit_batch *b)
 {
 	free(b->buf);
+	free(b->waiters);
 	pthread_cond_destroy(&b->cv);
 	free(b);
 }
@@ -285,6 +300,8 @@ static void role_hand_over(struct broker_audit *a)
 	pthread_cond_broadcast(&a->cv);
 	if (a->cur)
 		pthread_cond_signal(&a->cur->cv);
+	if (a->cur && a->cur->n_waiters)
+		pthread_cond_signal(&a->writer_cv);
 }
 
 /* The flusher role serialises everything that touches the sink. */
@@ -309,6 +326,13 @@ void audit_close(struct broker_audit *a)
 {
 	if (!a)
 		return;
+	/* The writer thread tells every submitted record before it ends. */
+	pthread_mutex_lock(&a->mu);
+	a->stopping = true;
+	pthread_cond_signal(&a->writer_cv);
+	pthread_mutex_unlock(&a->mu);
+	if (a->writer_started)
+		pthread_join(a->writer, NULL);
 	role_take(a);
 	/* Every queued record has a writer that flushes it before returning, so
 	 * a batch left here has nobody waiting on it. */
@@ -321,6 +345,7 @@ void audit_close(struct broker_audit *a)
 	sink_close(&a->sink);
 	pthread_mutex_destroy(&a->mu);
 	pthread_cond_destroy(&a->cv);
+	pthread_cond_destroy(&a->writer_cv);
 	free(a->path);
 	free(a);
 }
@@ -344,6 +369,11 @@ enum broker_err audit_reopen(struct broker_audit *a)
 	}
 	role_release(a);
 	return err;
+}
+
+bool audit_sync_always(const struct broker_audit *a)
+{
+	return a && a->sync_always;
 }
 
 bool audit_healthy(const struct broker_audit *a)
@@ -644,10 +674,13 @@ static enum broker_err batch_append(struct audit_batch *b, const char *body, siz
 }
 
 /* Called with the lock held and no flush in progress: take the open batch
- * and write it with the lock released. */
+ * and write it with the lock released. Then tell its submitted records,
+ * also without the lock (the next batch may be written meanwhile). */
 static void flush_locked(struct broker_audit *a)
 {
 	struct audit_batch *b = a->cur;
+	struct audit_waiter *w;
+	size_t n;
 	enum broker_err err;
 
 	a->cur = NULL;
@@ -660,6 +693,96 @@ static void flush_locked(struct broker_audit *a)
 	a->flushing = false;
 	pthread_cond_broadcast(&b->cv);
 	role_hand_over(a);
+	if (!b->n_waiters)
+		return;
+	w = b->waiters;
+	n = b->n_waiters;
+	b->waiters = NULL;
+	b->n_waiters = 0;
+	pthread_mutex_unlock(&a->mu);
+	for (size_t i = 0; i < n; i++)
+		w[i].done(w[i].arg, err);
+	free(w);
+	pthread_mutex_lock(&a->mu);
+	b->refs -= (unsigned)n;
+	if (b->refs == 0)
+		batch_free(b);
+}
+
+static void *writer_main(void *arg)
+{
+	struct broker_audit *a = arg;
+
+	pthread_mutex_lock(&a->mu);
+	for (;;) {
+		bool work = a->cur && a->cur->n_waiters > 0;
+
+		if (work && !a->flushing)
+			flush_locked(a);
+		else if (!work && a->stopping)
+			break;
+		else
+			pthread_cond_wait(&a->writer_cv, &a->mu);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+static enum broker_err format_record(const struct audit_record *rec, char **ret, size_t *ret_len)
+{
+	enum broker_err err = record_body(rec, false, ret, ret_len);
+
+	if (err == BROKER_ERR_TOOBIG)
+		err = record_body(rec, true, ret, ret_len);
+	return err;
+}
+
+enum broker_err audit_submit(struct broker_audit *a, const struct audit_record *rec, audit_done_fn *done, void *arg)
+{
+	struct audit_batch *b;
+	char *body = NULL;
+	size_t len = 0;
+	enum broker_err err;
+
+	if (!a || !rec || !done)
+		return BROKER_ERR_INVALID;
+	err = format_record(rec, &body, &len);
+	if (err != BROKER_OK)
+		return err;
+	pthread_mutex_lock(&a->mu);
+	err = BROKER_ERR_AUDIT;
+	if (a->stopping)
+		goto out;
+	err = BROKER_ERR_NOMEM;
+	if (!a->writer_started) {
+		if (pthread_create(&a->writer, NULL, writer_main, a) != 0)
+			goto out;
+		a->writer_started = true;
+	}
+	if (!a->cur)
+		a->cur = batch_new();
+	b = a->cur;
+	if (!b)
+		goto out;
+	if (b->n_waiters == b->cap_waiters) {
+		size_t cap = b->cap_waiters ? b->cap_waiters * 2 : 16;
+		struct audit_waiter *nw = realloc(b->waiters, cap * sizeof(*nw));
+
+		if (!nw)
+			goto out;
+		b->waiters = nw;
+		b->cap_waiters = cap;
+	}
+	if (batch_append(b, body, len) != BROKER_OK)
+		goto out;
+	b->waiters[b->n_waiters++] = (struct audit_waiter){done, arg};
+	b->refs++;
+	pthread_cond_signal(&a->writer_cv);
+	err = BROKER_OK;
+out:
+	pthread_mutex_unlock(&a->mu);
+	free(body);
+	return err;
 }
 
 enum broker_err audit_write(struct broker_audit *a, const struct audit_record *rec)
@@ -671,9 +794,7 @@ enum broker_err audit_write(struct broker_audit *a, const struct audit_record *r
 
 	if (!a || !rec)
 		return BROKER_ERR_INVALID;
-	err = record_body(rec, false, &body, &len);
-	if (err == BROKER_ERR_TOOBIG)
-		err = record_body(rec, true, &body, &len);
+	err = format_record(rec, &body, &len);
 	if (err != BROKER_OK)
 		return err;
 	pthread_mutex_lock(&a->mu);

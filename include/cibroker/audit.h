@@ -51,6 +51,18 @@ struct audit_record {
  * Any result other than BROKER_OK means: no credential may leave. */
 enum broker_err audit_write(struct broker_audit *a, const struct audit_record *rec);
 
+/* audit_write without holding the caller's thread while its batch is made
+ * durable: the record is queued and done(arg, err) is called later, from
+ * another thread, with what audit_write would have returned. BROKER_OK:
+ * done will be called exactly once (also when audit_close comes first: it
+ * writes what was queued). Any other result: it will not be, and the record
+ * was not queued. */
+typedef void audit_done_fn(void *arg, enum broker_err err);
+enum broker_err audit_submit(struct broker_audit *a, const struct audit_record *rec, audit_done_fn *done, void *arg);
+/* With sync always the caller of audit_write waits for an fdatasync; with
+ * none only for a write(). */
+bool audit_sync_always(const struct broker_audit *a);
+
 /* Counters for /metrics; read without locking, each monotonic. */
 struct audit_stats {
 	uint64_t records;        /* records written (and synced with sync always) */

@@ -691,6 +691,131 @@ static void test_concurrent(void)
 	CHECK(st.errors == 0, "no errors");
 }
 
+/* audit_submit: records queued without waiting, each told exactly once,
+ * mixed with plain writers, all on one intact chain; audit_close writes and
+ * tells what is still queued; a failing sink tells every record. */
+struct told {
+	pthread_mutex_t mu;
+	unsigned ok, failed, twice;
+	unsigned char seen[1000];
+};
+
+struct slot {
+	struct told *t;
+	unsigned idx;
+};
+
+static void on_slot(void *arg, enum broker_err err)
+{
+	struct slot *s = arg;
+
+	pthread_mutex_lock(&s->t->mu);
+	if (s->t->seen[s->idx]++)
+		s->t->twice++;
+	if (err == BROKER_OK)
+		s->t->ok++;
+	else
+		s->t->failed++;
+	pthread_mutex_unlock(&s->t->mu);
+}
+
+static enum broker_err submit_one(struct broker_audit *a, struct slot *s)
+{
+	char rid[32];
+	struct audit_record rec = {.request_id = rid, .allow = true, .audience = "web-deploy-prod", .latency_us = 1};
+
+	snprintf(rid, sizeof(rid), "submit-%u", s->idx);
+	return audit_submit(a, &rec, on_slot, s);
+}
+
+struct submitter {
+	struct broker_audit *a;
+	struct slot *slots;
+	unsigned from, n;
+	bool ok;
+};
+
+static void *submitter_run(void *arg)
+{
+	struct submitter *w = arg;
+
+	w->ok = true;
+	for (unsigned i = 0; i < w->n; i++)
+		if (submit_one(w->a, &w->slots[w->from + i]) != BROKER_OK)
+			w->ok = false;
+	return NULL;
+}
+
+static unsigned told_total(struct told *t)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&t->mu);
+	n = t->ok + t->failed;
+	pthread_mutex_unlock(&t->mu);
+	return n;
+}
+
+static void test_submit(void)
+{
+	const char *path = tpath("submit.jsonl"), *full = tpath("submit-full");
+	enum { N = 600, SUBMITTERS = 3 };
+	static struct slot slots[N];
+	struct told t = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct submitter w[SUBMITTERS];
+	pthread_t th[SUBMITTERS];
+	struct broker_audit *a = NULL;
+	struct audit_stats st;
+	unsigned long ilines = 0;
+	bool ok = true, sync_ok = false;
+
+	CHECK(audit_open(path, true, &a) == BROKER_OK && audit_sync_always(a), "open, sync always");
+	if (!a)
+		return;
+	for (unsigned i = 0; i < N; i++)
+		slots[i] = (struct slot){&t, i};
+	for (int i = 0; i < SUBMITTERS; i++) {
+		w[i] = (struct submitter){a, slots, (unsigned)i * (N / SUBMITTERS), N / SUBMITTERS, false};
+		pthread_create(&th[i], NULL, submitter_run, &w[i]);
+	}
+	run_workers(a, 50, &sync_ok); /* plain writers at the same time */
+	for (int i = 0; i < SUBMITTERS; i++) {
+		pthread_join(th[i], NULL);
+		ok = ok && w[i].ok;
+	}
+	CHECK(ok && sync_ok, "every submit and write accepted");
+	for (int i = 0; i < 10000 && told_total(&t) < N; i++)
+		usleep(1000);
+	CHECK(t.ok == N && t.failed == 0 && t.twice == 0, "each record told once: %u ok, %u failed, %u twice", t.ok,
+	      t.failed, t.twice);
+	audit_get_stats(a, &st);
+	CHECK(st.syncs < st.records, "submitted records share fdatasyncs: %llu for %llu",
+	      (unsigned long long)st.syncs, (unsigned long long)st.records);
+	/* queued, then closed at once: close writes them and tells them */
+	memset(&t, 0, sizeof(t));
+	pthread_mutex_init(&t.mu, NULL);
+	for (unsigned i = 0; i < 20; i++)
+		CHECK(submit_one(a, &slots[i]) == BROKER_OK);
+	audit_close(a);
+	CHECK(t.ok == 20 && t.twice == 0, "close tells what was queued: %u", t.ok);
+	CHECK(independent_check(path, &ilines) == 0 && ilines == N + THREADS * 50 + 20, "one intact chain (%lu lines)",
+	      ilines);
+	/* a sink that cannot be written: every submitted record hears so */
+	memset(&t, 0, sizeof(t));
+	pthread_mutex_init(&t.mu, NULL);
+	unlink(full);
+	CHECK(symlink("/dev/full", full) == 0 && audit_open(full, true, &a) == BROKER_OK, "open /dev/full");
+	if (!a)
+		return;
+	for (unsigned i = 0; i < 5; i++)
+		CHECK(submit_one(a, &slots[i]) == BROKER_OK);
+	for (int i = 0; i < 10000 && told_total(&t) < 5; i++)
+		usleep(1000);
+	CHECK(t.failed == 5 && t.ok == 0, "failures told: %u failed, %u ok", t.failed, t.ok);
+	CHECK(!audit_healthy(a), "unhealthy");
+	audit_close(a);
+}
+
 /* Group commit made certain: the sink is a pipe whose reader stalls, so
  * writers pile up behind a blocked write and must share batches. */
 struct drain {
@@ -879,6 +1004,7 @@ int main(void)
 	test_partial_write();
 	test_stdout();
 	test_concurrent();
+	test_submit();
 	test_group_commit_pipe();
 	test_sigkill();
 	cleanup();
