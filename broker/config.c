@@ -815,10 +815,10 @@ void config_defaults(struct broker_config *cfg)
 	cfg->audit_sync = BROKER_AUDIT_SYNC_ALWAYS;
 	cfg->max_body = 16 * 1024;
 	cfg->max_ttl = 3600;
-	/* A worker blocked in the audit fdatasync or an STS call stalls its
-	 * connections; several per core keep the others serving and let group
-	 * commit batch records (docs/benchmarks.md). Cores are those the
-	 * process may run on: a broker pinned to 2 of 64 CPUs wants 8. */
+	/* A worker blocked in an STS call or a JWKS refetch stalls its
+	 * connections; several per core keep the others serving. (Waiting for
+	 * the audit fdatasync parks the connection, not the worker.) Cores are
+	 * those the process may run on: a broker pinned to 2 of 64 CPUs wants 8. */
 	cfg->threads = broker_usable_cpus() * 4 < 1024 ? broker_usable_cpus() * 4 : 1024;
 	cfg->max_connections = 1024;
 	cfg->per_ip_connections = 64;

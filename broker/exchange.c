@@ -305,7 +305,9 @@ static void decide(struct exchange *x, const char *ct, const char *body, size_t 
 	x->res->status = 200;
 }
 
-static void finish(struct exchange *x)
+/* The decision's audit record; *ret_picked (the selected claims it points
+ * to) is the caller's to release once the record is written or queued. */
+static void build_record(struct exchange *x, struct audit_record *ret, json_t **ret_picked)
 {
 	/* Claims of a token that failed verification are an attacker's text:
 	 * they are not written to the audit log as if they meant something. */
@@ -326,11 +328,15 @@ static void finish(struct exchange *x)
 		.claims = picked,
 		.credential = x->res->status == 200 ? x->credential : NULL,
 	};
-	enum broker_err err;
 
 	rec.latency_us = broker_mono_us() - x->started_us;
-	err = audit_write(state_audit(x->st), &rec);
-	json_decref(picked);
+	*ret = rec;
+	*ret_picked = picked;
+}
+
+/* What the audit write said decides what leaves. */
+static void after_audit(struct exchange *x, enum broker_err err)
+{
 	if (err != BROKER_OK) {
 		/* Fail closed: the credential (if any) dies here, unseen. */
 		if (x->secret_body)
@@ -369,14 +375,78 @@ static void begin(struct exchange *x, struct broker_state *st, const char *remot
 	x->snap = state_acquire(st);
 }
 
-static void end(struct exchange *x)
+static void release(struct exchange *x)
 {
-	finish(x);
 	token_request_clear(&x->req);
 	token_free(x->token);
 	json_decref(x->credential);
 	broker_secret_free(x->secret_body);
 	snapshot_unref(x->snap);
+}
+
+static void end(struct exchange *x)
+{
+	struct audit_record rec;
+	json_t *picked;
+
+	build_record(x, &rec, &picked);
+	after_audit(x, audit_write(state_audit(x->st), &rec));
+	json_decref(picked);
+	release(x);
+}
+
+struct exchange_pending {
+	struct exchange x;
+	enum broker_err audit_err;
+	exchange_done_fn *done;
+	void *arg;
+};
+
+/* The audit thread: only note the outcome. The rest is exchange_finish's,
+ * on the caller's thread, where the exchange's memory came from. */
+static void on_audited(void *arg, enum broker_err err)
+{
+	struct exchange_pending *p = arg;
+
+	p->audit_err = err;
+	p->done(p->arg);
+}
+
+struct exchange_pending *exchange_start(struct broker_state *st, const char *content_type, const char *body,
+					size_t len, const char *remote, struct exchange_result *ret,
+					exchange_done_fn *done, void *arg)
+{
+	struct exchange_pending *p = audit_sync_always(state_audit(st)) ? calloc(1, sizeof(*p)) : NULL;
+	struct audit_record rec;
+	json_t *picked;
+	enum broker_err err;
+
+	if (!p) {
+		/* sync none: the write() is cheaper than handing it over */
+		exchange_handle(st, content_type, body, len, remote, ret);
+		return NULL;
+	}
+	p->done = done;
+	p->arg = arg;
+	begin(&p->x, st, remote, ret);
+	decide(&p->x, content_type, body, len);
+	build_record(&p->x, &rec, &picked);
+	err = audit_submit(state_audit(st), &rec, on_audited, p);
+	json_decref(picked);
+	if (err == BROKER_OK)
+		return p; /* on_audited tells the caller */
+	p->audit_err = err;
+	exchange_finish(p);
+	return NULL;
+}
+
+void exchange_finish(struct exchange_pending *p)
+{
+	if (!p)
+		return;
+	after_audit(&p->x, p->audit_err);
+	release(&p->x);
+	free(p);
 }
 
 void exchange_handle(struct broker_state *st, const char *content_type, const char *body, size_t len,

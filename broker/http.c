@@ -29,6 +29,17 @@ struct broker_server {
 
 #define DRAIN_MAX (1024 * 1024)
 
+/* An exchange waiting for its audit record (exchange_start) holds the
+ * connection suspended. Whoever of the handler (having suspended it) and the
+ * audit thread (having filled the result) comes second resumes it; if the
+ * connection ends first, the audit thread frees the request. */
+enum {
+	EX_STARTED = 1,
+	EX_SUSPENDED = 2,
+	EX_DONE = 4,
+	EX_ORPHAN = 8,
+};
+
 struct request {
 	int64_t started_us;
 	struct broker_buf body; /* may hold a subject token: wiped on completion */
@@ -37,7 +48,19 @@ struct request {
 	bool answered;
 	bool ignore_body;
 	bool is_exchange;
+	atomic_uint ex;                /* EX_* */
+	struct exchange_pending *pending;
+	struct exchange_result result; /* holds a credential until answered */
+	struct MHD_Connection *conn;
 };
+
+static void request_free(struct request *r)
+{
+	exchange_finish(r->pending);
+	broker_buf_wipe(&r->body);
+	exchange_result_clear(&r->result);
+	free(r);
+}
 
 static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *type, char *body, bool secret,
 			     bool no_store, int retry_after, const char *allow)
@@ -106,22 +129,60 @@ static size_t current_max_body(struct broker_state *st)
 	return max ? max : 16384;
 }
 
+/* The audit thread: the exchange's result is in r->result. */
+static void on_exchange_done(void *arg)
+{
+	struct request *r = arg;
+	unsigned old = atomic_fetch_or(&r->ex, EX_DONE);
+
+	if (old & EX_ORPHAN)
+		request_free(r);
+	else if (old & EX_SUSPENDED)
+		MHD_resume_connection(r->conn);
+}
+
+static enum MHD_Result answer_exchange(struct MHD_Connection *c, struct exchange_result *res)
+{
+	enum MHD_Result ret = reply(c, res->status, "application/json", res->body, res->status == 200, true,
+				    res->retry_after, NULL);
+
+	res->body = NULL;
+	exchange_result_clear(res);
+	return ret;
+}
+
 static enum MHD_Result serve_exchange(struct broker_server *srv, struct MHD_Connection *c, struct request *r)
 {
-	struct exchange_result res;
 	char remote[INET6_ADDRSTRLEN + 1];
-	enum MHD_Result ret;
+	unsigned old;
 
+	if (atomic_load(&r->ex) & EX_DONE) {
+		/* resumed: finish here, on the thread that began it */
+		exchange_finish(r->pending);
+		r->pending = NULL;
+		return answer_exchange(c, &r->result);
+	}
 	remote_text(c, remote, sizeof(remote));
-	if (r->too_big)
-		exchange_reject_oversize(srv->st, remote, &res);
-	else
-		exchange_handle(srv->st, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
-				r->body.data ? r->body.data : "", r->body.len, remote, &res);
-	ret = reply(c, res.status, "application/json", res.body, res.status == 200, true, res.retry_after, NULL);
-	res.body = NULL;
-	exchange_result_clear(&res);
-	return ret;
+	if (r->too_big) {
+		exchange_reject_oversize(srv->st, remote, &r->result);
+		return answer_exchange(c, &r->result);
+	}
+	r->conn = c;
+	atomic_store(&r->ex, EX_STARTED);
+	r->pending = exchange_start(srv->st,
+				    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+				    r->body.data ? r->body.data : "", r->body.len, remote, &r->result, on_exchange_done, r);
+	if (!r->pending) {
+		atomic_fetch_or(&r->ex, EX_DONE);
+		return answer_exchange(c, &r->result);
+	}
+	/* Serve other connections while the audit record becomes durable;
+	 * libmicrohttpd calls us again for this one once it is resumed. */
+	MHD_suspend_connection(c);
+	old = atomic_fetch_or(&r->ex, EX_SUSPENDED);
+	if (old & EX_DONE)
+		MHD_resume_connection(c);
+	return MHD_YES;
 }
 
 static enum MHD_Result serve_get(struct broker_server *srv, struct MHD_Connection *c, const char *url)
@@ -263,10 +324,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 	if (!r)
 		return;
-	broker_buf_wipe(&r->body);
-	free(r);
 	*con_cls = NULL;
 	atomic_fetch_sub(&srv->in_flight, 1);
+	/* Suspended connections do not end, so this is belt and braces: an
+	 * exchange still waiting for its audit record frees r itself. */
+	if ((atomic_fetch_or(&r->ex, EX_ORPHAN) & (EX_STARTED | EX_DONE)) == EX_STARTED)
+		return;
+	request_free(r);
 }
 
 static enum broker_err parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl)
@@ -344,10 +408,8 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	 * epoll sets and panics ("Failed to remove listen FD from epoll set"),
 	 * seen here on SIGTERM. Each worker polls its own share of the
 	 * connections (max_connections / threads), which poll() handles well. */
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC;
-	/* As config's default: with audit sync always a thread waits out its
-	 * batch's fdatasync, so a group commit holds at most as many records as
-	 * there are threads (docs/benchmarks.md). */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
+	/* As config's default. */
 	unsigned threads = opt->threads ? opt->threads : broker_usable_cpus() * 4;
 	const union MHD_DaemonInfo *info;
 

@@ -66,6 +66,20 @@ struct exchange_result {
 /* POST /v1/token. remote: the client address as text. Never fails to fill ret. */
 void exchange_handle(struct broker_state *st, const char *content_type, const char *body, size_t len,
 		     const char *remote, struct exchange_result *ret);
+/* exchange_handle for a caller that can wait without holding its thread:
+ * with audit sync always the record's fdatasync is shared by a whole batch
+ * of exchanges (audit_submit), so the caller's thread goes on serving others
+ * meanwhile. Returns NULL if *ret is filled already (done is not called).
+ * Otherwise done(arg) is called, from another thread, once the audit record
+ * is written or failed; then exchange_finish(pending), on any thread, fills
+ * *ret and frees pending. Body, content type and remote are not used after
+ * exchange_start returns. */
+struct exchange_pending;
+typedef void exchange_done_fn(void *arg);
+struct exchange_pending *exchange_start(struct broker_state *st, const char *content_type, const char *body,
+					size_t len, const char *remote, struct exchange_result *ret,
+					exchange_done_fn *done, void *arg);
+void exchange_finish(struct exchange_pending *pending); /* NULL ok */
 /* 413: body over limits.max_body (audited like any other decision). */
 void exchange_reject_oversize(struct broker_state *st, const char *remote, struct exchange_result *ret);
 void exchange_result_clear(struct exchange_result *r);
