@@ -540,7 +540,9 @@ def main():
     ap.add_argument("--threads-none", type=int, default=1,
                     help="server.threads per CPU the broker runs on, with sync none (a worker never waits "
                          "for the disk there, so one per core: more only preempt each other)")
-    ap.add_argument("--threads-always", type=int, default=32, help="server.threads with sync always")
+    ap.add_argument("--threads-always", type=int, default=4,
+                    help="server.threads per CPU the broker runs on, with sync always (the broker's default; "
+                         "a connection waiting for its fdatasync is parked, its worker serves others)")
     ap.add_argument("--speed-seconds", type=int, default=2)
     ap.add_argument("--broker-cpu", type=int, default=0)
     ap.add_argument("--wrk-cpu", type=int, default=1)
@@ -585,7 +587,7 @@ def main():
             "none": ("none", args.threads_none, True, False),
             "always": ("always", args.threads_always, True, False),
             "both": ("none", args.threads_none * (os.cpu_count() or 1), False, False),
-            "both-always": ("always", args.threads_always, False, False),
+            "both-always": ("always", args.threads_always * (os.cpu_count() or 1), False, False),
             "jwks": ("none", args.threads_none, True, False),
             "refetch": ("none", args.threads_none, True, True),
         }
