@@ -444,14 +444,14 @@ static void print_env(const struct credential *cred)
 	}
 }
 
-static int print_credential_process(const struct credential *cred)
+static int print_credential_process(const struct options *o, const struct credential *cred)
 {
 	char *s;
 
 	if (!cred->aws) {
 		fprintf(stderr, PROG ": --format credential-process needs an aws credential; "
-				"policy '%s' issued a token (use token, env or json)\n",
-			json_string_value(json_object_get(cred->answer, "issued_token_type")) ?: "?");
+				"policy '%s' issued %s (use token, env or json)\n",
+			o->audience, json_string_value(json_object_get(cred->answer, "issued_token_type")) ?: "a token");
 		return CLIENT_EXIT_USAGE;
 	}
 	/* AWS's credential_process format is the `credentials` object itself. */
@@ -499,14 +499,14 @@ static int write_all(int fd, const char *buf, size_t len)
  * them; then append NAME<<DELIMITER / value / DELIMITER blocks to
  * $GITHUB_ENV in one write, with a random delimiter absent from every name
  * and value (the runner's own multi-line form, safe against injection). */
-static int write_github_env(const struct credential *cred)
+static int write_github_env(int fd, const struct credential *cred)
 {
 	const char *path = getenv("GITHUB_ENV");
 	unsigned char rnd[16];
 	char delim[13 + 32 + 1] = "ghadelimiter_";
 	char *buf = NULL;
 	size_t cap = 0, len = 0;
-	int fd = -1, rc = CLIENT_EXIT_FAILURE;
+	int rc = CLIENT_EXIT_FAILURE;
 	bool clash;
 
 	for (size_t i = 0; i < cred->n_vars; i++)
@@ -532,32 +532,22 @@ static int write_github_env(const struct credential *cred)
 	for (size_t i = 0; i < cred->n_vars; i++)
 		len += (size_t)snprintf(buf + len, cap - len, "%s<<%s\n%s\n%s\n", cred->vars[i].name, delim,
 					cred->vars[i].value, delim);
-	/* No O_CREAT: the runner creates the file; a missing one means a typo
-	 * or not being in Actions, and secrets must not land somewhere new. */
-	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, PROG ": cannot open $GITHUB_ENV '%s': %s\n", path, strerror(errno));
-		goto out;
-	}
-	if (write_all(fd, buf, len) < 0 || close(fd) < 0) {
-		fd = -1;
+	if (write_all(fd, buf, len) < 0) {
 		fprintf(stderr, PROG ": cannot write $GITHUB_ENV '%s': %s\n", path, strerror(errno));
 		goto out;
 	}
-	fd = -1;
 	fprintf(stderr, PROG ": wrote");
 	for (size_t i = 0; i < cred->n_vars; i++)
 		fprintf(stderr, " %s", cred->vars[i].name);
 	fprintf(stderr, " to $GITHUB_ENV\n");
 	rc = CLIENT_EXIT_OK;
 out:
-	if (fd >= 0)
-		close(fd);
 	broker_wipe_free(buf, cap);
 	return rc;
 }
 
-static int print_output(const struct options *o, const struct client_reply *r, const struct credential *cred)
+static int print_output(const struct options *o, int github_env, const struct client_reply *r,
+			const struct credential *cred)
 {
 	switch (o->format) {
 	case FMT_TOKEN:
@@ -573,9 +563,9 @@ static int print_output(const struct options *o, const struct client_reply *r, c
 		print_env(cred);
 		return CLIENT_EXIT_OK;
 	case FMT_CREDENTIAL_PROCESS:
-		return print_credential_process(cred);
+		return print_credential_process(o, cred);
 	case FMT_GITHUB_ENV:
-		return write_github_env(cred);
+		return write_github_env(github_env, cred);
 	}
 	return CLIENT_EXIT_FAILURE;
 }
@@ -592,7 +582,7 @@ int cmd_exchange(int argc, char **argv)
 	char why[CLIENT_WHY_MAX];
 	char *id_token = NULL;
 	enum broker_err err;
-	int rc;
+	int rc, github_env = -1;
 
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
 	rc = parse_options(argc, argv, &o);
@@ -601,9 +591,21 @@ int cmd_exchange(int argc, char **argv)
 	if (rc != CLIENT_EXIT_OK)
 		return rc;
 	/* Fail before fetching any token if the output has nowhere to go. */
-	if (o.format == FMT_GITHUB_ENV && !env_set("GITHUB_ENV")) {
-		fprintf(stderr, PROG ": --format github-env needs $GITHUB_ENV (set by GitHub Actions)\n");
-		return CLIENT_EXIT_USAGE;
+	if (o.format == FMT_GITHUB_ENV) {
+		if (!env_set("GITHUB_ENV")) {
+			fprintf(stderr, PROG ": --format github-env needs $GITHUB_ENV (set by GitHub Actions)\n");
+			return CLIENT_EXIT_USAGE;
+		}
+		/* No O_CREAT: the runner creates the file; a missing one means a
+		 * typo or not being in Actions, and secrets must not land
+		 * somewhere new. Opened now, so no credential is minted for a
+		 * file that cannot take it. */
+		github_env = open(getenv("GITHUB_ENV"), O_WRONLY | O_APPEND | O_CLOEXEC);
+		if (github_env < 0) {
+			fprintf(stderr, PROG ": cannot open $GITHUB_ENV '%s': %s\n", getenv("GITHUB_ENV"),
+				strerror(errno));
+			return CLIENT_EXIT_USAGE;
+		}
 	}
 	json_set_alloc_funcs(wiping_malloc, wiping_free);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -630,12 +632,16 @@ int cmd_exchange(int argc, char **argv)
 	rc = parse_credential(reply, &cred);
 	if (rc != CLIENT_EXIT_OK)
 		goto out;
-	rc = print_output(&o, reply, &cred);
+	rc = print_output(&o, github_env, reply, &cred);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, PROG ": cannot write to stdout\n");
 		rc = CLIENT_EXIT_FAILURE;
 	}
 out:
+	if (github_env >= 0 && close(github_env) < 0 && rc == CLIENT_EXIT_OK) {
+		fprintf(stderr, PROG ": cannot write $GITHUB_ENV '%s': %s\n", getenv("GITHUB_ENV"), strerror(errno));
+		rc = CLIENT_EXIT_FAILURE;
+	}
 	fflush(stdout);
 	OPENSSL_cleanse(outbuf, sizeof(outbuf));
 	json_decref(cred.answer);

@@ -267,6 +267,7 @@ class Formats(ClientTest):
         res = self.exchange("--format", "credential-process")
         self.assertEqual(res.rc, 2)
         self.assertEqual(res.out, "")
+        self.assertIn("policy 'web-deploy-prod' issued urn:ietf:params:oauth:token-type:jwt", res.err)
 
     def github_env(self, answer):
         broker.reset([answer])
@@ -317,6 +318,19 @@ class Formats(ClientTest):
         self.assertEqual(res.rc, 2)
         self.assertEqual(actions.requests, [], "fails before fetching any token")
         self.assertEqual(broker.requests, [])
+
+    def test_github_env_needs_a_writable_file(self):
+        # a missing file or a directory: usage error before any token is
+        # fetched, so no credential is minted for nowhere
+        for path in (os.path.join(self.tmp, "missing"), self.tmp):
+            env = actions_env()
+            env["GITHUB_ENV"] = path
+            res = self.exchange("--format", "github-env", env=env)
+            self.assertEqual(res.rc, 2, res.err)
+            self.assertIn("cannot open $GITHUB_ENV", res.err)
+            self.assertEqual(actions.requests, [], "fails before fetching any token")
+            self.assertEqual(broker.requests, [])
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, "missing")), "not created")
 
 
 def parse_github_env(content):
