@@ -282,7 +282,10 @@ int cmd_serve(int argc, char **argv)
 	diag_print(d, stderr); /* warnings */
 	const struct broker_config *cfg = snapshot_config(snap);
 	if (state_create(snap, &st) != BROKER_OK) {
-		fprintf(stderr, "cibroker serve: cannot open audit log %s\n", cfg->audit_path ? cfg->audit_path : "-");
+		fprintf(stderr, "%s:%d:%d: audit.path: cannot open audit log '%s': %s\n", config_path,
+			cfg->audit_path_pos.line, cfg->audit_path_pos.col, cfg->audit_path ? cfg->audit_path : "-",
+			strerror(errno));
+		fprintf(stderr, "cibroker serve: %s: configuration rejected\n", config_path);
 		goto out;
 	}
 	snap = NULL; /* owned by st */

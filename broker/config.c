@@ -365,6 +365,9 @@ static void parse_audit_path(struct loader *l, const struct key_entry *e, const 
 
 	if (!s)
 		return;
+	/* Not opened here: `policy check` runs where the log does not live.
+	 * serve reports a failure to open it at this position. */
+	l->cfg->audit_path_pos = (struct diag_pos){v->line, v->col};
 	if (strcmp(s, "-") == 0)
 		set_string(l, dst, s);
 	else
@@ -460,7 +463,8 @@ static void parse_signing_keys(struct loader *l, const struct key_entry *e, cons
 	if (!want_list(l, name, v))
 		return;
 	cfg->signing_keys = calloc(v->n, sizeof(*cfg->signing_keys));
-	if (!cfg->signing_keys) {
+	cfg->signing_key_pos = calloc(v->n, sizeof(*cfg->signing_key_pos));
+	if (!cfg->signing_keys || !cfg->signing_key_pos) {
 		l->nomem = true;
 		return;
 	}
@@ -475,6 +479,7 @@ static void parse_signing_keys(struct loader *l, const struct key_entry *e, cons
 			free(p);
 			continue;
 		}
+		cfg->signing_key_pos[cfg->n_signing_keys] = (struct diag_pos){v->items[i]->line, v->items[i]->col};
 		cfg->signing_keys[cfg->n_signing_keys++] = p;
 	}
 }
@@ -973,6 +978,7 @@ void config_free(struct broker_config *cfg)
 	for (size_t i = 0; i < cfg->n_signing_keys; i++)
 		free(cfg->signing_keys[i]);
 	free(cfg->signing_keys);
+	free(cfg->signing_key_pos);
 	for (size_t i = 0; i < cfg->n_issuers; i++) {
 		struct broker_issuer_config *iss = &cfg->issuers[i];
 

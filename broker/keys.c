@@ -365,7 +365,16 @@ static struct broker_signing_keys *keys_new(size_t cap)
 
 /* Every file is checked so one run reports every bad key; the set is
  * refused as a whole if any failed. */
-enum broker_err signing_keys_load(char *const *paths, size_t n, struct diag *d, struct broker_signing_keys **ret)
+/* What the checks of key i said, moved to the config line that named it. */
+static void report_at(struct diag *d, const struct diag *said, const char *config, const struct diag_pos *where,
+		      size_t i)
+{
+	for (size_t j = 0; d && said && j < diag_count(said); j++)
+		diag_error(d, config, where[i].line, where[i].col, "signing.keys[%zu]: %s", i, diag_line(said, j));
+}
+
+enum broker_err signing_keys_load(char *const *paths, size_t n, const char *config, const struct diag_pos *where,
+				  struct diag *d, struct broker_signing_keys **ret)
 {
 	enum broker_err err = BROKER_OK, first_err = BROKER_OK;
 	struct broker_signing_keys *ks = NULL;
@@ -383,14 +392,18 @@ enum broker_err signing_keys_load(char *const *paths, size_t n, struct diag *d, 
 		EVP_PKEY *pkey = NULL;
 		char *pem = NULL;
 		size_t len = 0;
+		struct diag *said = config && where && d ? diag_new() : NULL;
+		struct diag *kd = said ? said : d;
 
-		err = read_key_file(paths[i], d, &pem, &len);
+		err = read_key_file(paths[i], kd, &pem, &len);
 		if (err == BROKER_OK) {
-			err = parse_key(paths[i], pem, len, d, &pkey);
+			err = parse_key(paths[i], pem, len, kd, &pkey);
 			broker_wipe_free(pem, len + 1);
 		}
 		if (err == BROKER_OK)
-			err = keys_add(ks, pkey, paths[i], d);
+			err = keys_add(ks, pkey, paths[i], kd);
+		report_at(d, said, config, where, i);
+		diag_free(said);
 		if (err == BROKER_ERR_NOMEM)
 			goto out;
 		if (err != BROKER_OK && first_err == BROKER_OK)

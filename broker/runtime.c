@@ -3,6 +3,7 @@
  * and the process state that outlives them (audit sink, replay cache,
  * metrics). */
 #include <pthread.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,8 @@ enum broker_err snapshot_build(struct broker_config *cfg, struct broker_signing_
 	s->cfg = cfg;
 	s->keys = keys;
 	if (!s->keys) {
-		err = signing_keys_load(cfg->signing_keys, cfg->n_signing_keys, d, &s->keys);
+		err = signing_keys_load(cfg->signing_keys, cfg->n_signing_keys, cfg->path, cfg->signing_key_pos, d,
+					&s->keys);
 		if (err != BROKER_OK)
 			goto out;
 	}
@@ -240,7 +242,10 @@ enum broker_err state_create(struct broker_snapshot *snap, struct broker_state *
 	}
 	err = audit_open(st->audit_path, snap->cfg->audit_sync == BROKER_AUDIT_SYNC_ALWAYS, &st->audit);
 	if (err != BROKER_OK) {
+		int saved = errno; /* for the caller's message */
+
 		state_free(st);
+		errno = saved;
 		return err;
 	}
 	st->cur = snap;

@@ -51,11 +51,13 @@ struct broker_config {
 	char *public_url;        /* required */
 	char *tls_cert, *tls_key;
 	char **signing_keys;     /* first signs; all published */
+	struct diag_pos *signing_key_pos; /* where each was named in path */
 	size_t n_signing_keys;
 	struct broker_issuer_config *issuers;
 	size_t n_issuers;
 	char *policies_dir;      /* resolved relative to the config file's directory */
 	char *audit_path;        /* "-" = stdout */
+	struct diag_pos audit_path_pos;
 	enum broker_audit_sync audit_sync;
 	size_t max_body;         /* default 16 KiB */
 	int64_t max_ttl;         /* default 3600 */

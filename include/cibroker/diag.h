@@ -15,6 +15,11 @@
  * At most 1000 lines are kept; the counters keep counting beyond. */
 struct diag;
 
+/* Where in a file a value was written (1-based; 0 = unknown). */
+struct diag_pos {
+	int line, col;
+};
+
 struct diag *diag_new(void);
 void diag_free(struct diag *d);
 void diag_error(struct diag *d, const char *file, int line, int col, const char *fmt, ...)

@@ -16,8 +16,12 @@ struct broker_signing_keys;
  * key files that are not regular files, not owned by the effective user or
  * root, group/world accessible (as ssh and OpenBSD's check_file_secrecy do),
  * not an unencrypted PEM PKCS#8/SEC1 EC P-256 private key, or that repeat an
- * earlier key. At most 16 keys. d may be NULL. */
-enum broker_err signing_keys_load(char *const *paths, size_t n, struct diag *d, struct broker_signing_keys **ret);
+ * earlier key. At most 16 keys. d may be NULL. With config and where (the
+ * position that named each path in it), each problem is reported at that
+ * position, "CONFIG:LINE:COL: signing.keys[I]: PATH: message"; otherwise as
+ * "PATH: message". */
+enum broker_err signing_keys_load(char *const *paths, size_t n, const char *config, const struct diag_pos *where,
+				  struct diag *d, struct broker_signing_keys **ret);
 /* In-memory key for `cibroker dev`. */
 enum broker_err signing_keys_generate(struct broker_signing_keys **ret);
 void signing_keys_free(struct broker_signing_keys *ks);

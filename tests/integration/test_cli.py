@@ -72,6 +72,29 @@ audit:
         self.assertRegex(r.stderr, re.escape(path) + r":3:\d+:")
         self.assertIn("group or others", r.stderr)
 
+    def test_serve_positions_a_key_file_that_is_no_key(self):
+        tmp = tempfile.mkdtemp()
+        key = self.base(tmp)
+        bad = os.path.join(tmp, "bad.pem")
+        with open(bad, "w") as f:
+            f.write("notakey\n")
+        os.chmod(bad, 0o600)
+        path = self.write_config(tmp, f"public_url: https://b.example\nsigning:\n  keys:\n    - {key}\n    - {bad}\n"
+                                 f"policies: policies\naudit: {{path: {tmp}/audit.jsonl}}\n")
+        r = run("serve", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{path}:5:7: signing.keys[1]: {bad}: not a PEM private key", r.stderr)
+
+    def test_serve_positions_an_audit_log_it_cannot_open(self):
+        tmp = tempfile.mkdtemp()
+        key = self.base(tmp)
+        path = self.write_config(tmp, f"public_url: https://b.example\nsigning: {{keys: [{key}]}}\n"
+                                 f"policies: policies\naudit:\n  path: {tmp}/no/such/dir/audit.jsonl\n")
+        r = run("serve", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{path}:5:9: audit.path: cannot open audit log '{tmp}/no/such/dir/audit.jsonl': "
+                      "No such file or directory", r.stderr)
+
     def test_serve_reports_every_error_of_a_file(self):
         tmp = tempfile.mkdtemp()
         key = self.base(tmp)

@@ -88,7 +88,7 @@ static bool diag_has(const struct diag *d, const char *needle)
 static enum broker_err load_paths(const char **paths, size_t n, struct diag **ret_d, struct broker_signing_keys **ret)
 {
 	struct diag *d = diag_new();
-	enum broker_err err = signing_keys_load((char *const *)paths, n, d, ret);
+	enum broker_err err = signing_keys_load((char *const *)paths, n, NULL, NULL, d, ret);
 
 	if (ret_d)
 		*ret_d = d;
@@ -331,6 +331,21 @@ static void test_load_refusals(EVP_PKEY *good)
 		      cases[i].name, cases[i].diag, diag_count(d) ? diag_line(d, 0) : "nothing");
 		diag_free(d);
 		all[i] = tmp_path(cases[i].name);
+	}
+	/* Named in a config: reported at the line that named the file. */
+	{
+		const char *two[] = {tmp_path("good.pem"), tmp_path("garbage.pem")};
+		struct diag_pos where[] = {{3, 9}, {4, 9}};
+		char want[700];
+
+		write_key(tmp_path("good.pem"), good, PEM_PKCS8, 0600);
+		d = diag_new();
+		ks = NULL;
+		CHECK(signing_keys_load((char *const *)two, 2, "cibroker.yaml", where, d, &ks) == BROKER_ERR_CONFIG && !ks);
+		snprintf(want, sizeof(want), "cibroker.yaml:4:9: signing.keys[1]: %s: not a PEM private key", two[1]);
+		CHECK(diag_errors(d) == 1 && strncmp(diag_line(d, 0), want, strlen(want)) == 0, "positioned: %s",
+		      diag_count(d) ? diag_line(d, 0) : "nothing");
+		diag_free(d);
 	}
 	/* One run reports every bad file, then refuses the set. */
 	CHECK(load_paths(all, BROKER_ARRAY_SIZE(cases), &d, &ks) == BROKER_ERR_CONFIG &&
