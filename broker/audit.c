@@ -435,6 +435,16 @@ static void put_safe_string(struct broker_json_writer *w, const char *s)
 	}
 	n = strlen(s);
 	cut = n > AUDIT_MAX_STRING; /* output bytes = input bytes until cut */
+	if (!cut) {
+		size_t ascii = 0;
+
+		while (ascii < n && in[ascii] < 0x80)
+			ascii++;
+		if (ascii == n) { /* the common case: nothing to cut or replace */
+			broker_jw_stringn(w, s, n);
+			return;
+		}
+	}
 	for (size_t i = 0; i < n;) {
 		size_t l = broker_utf8_seq_len(in + i, n - i);
 
