@@ -386,7 +386,7 @@ static size_t alg_digest(unsigned alg, const unsigned char *msg, size_t len, uns
 	const EVP_MD *md = alg_md(alg);
 
 	if (md == EVP_sha256()) {
-		SHA256(msg, len, out);
+		broker_sha256(msg, len, out);
 		return SHA256_DIGEST_LENGTH;
 	}
 	if (md == EVP_sha384()) {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,12 +146,30 @@ char *b64url_encode(const void *in, size_t len)
 	return out;
 }
 
+static EVP_MD *sha256_md;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+void broker_sha256(const void *in, size_t len, unsigned char out[32])
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, sha256_fetch);
+	/* Only out of memory fails here; SHA256() is the fallback then, and
+	 * if the fetch failed. */
+	if (!sha256_md || EVP_Digest(in, len, out, NULL, sha256_md, NULL) != 1)
+		SHA256(in, len, out);
+}
+
 void broker_sha256_hex(const void *in, size_t len, char out[65])
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char md[SHA256_DIGEST_LENGTH];
 
-	SHA256(in, len, md);
+	broker_sha256(in, len, md);
 	for (size_t i = 0; i < sizeof(md); i++) {
 		out[2 * i] = hex[md[i] >> 4];
 		out[2 * i + 1] = hex[md[i] & 0xf];

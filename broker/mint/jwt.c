@@ -127,7 +127,7 @@ static enum broker_err es256_sign(EVP_PKEY *pkey, const char *in, size_t len, un
 		goto out;
 	}
 	/* ES256 = ECDSA over SHA-256 of the signing input (RFC 7518 §3.4). */
-	SHA256((const unsigned char *)in, len, digest);
+	broker_sha256(in, len, digest);
 	if (EVP_PKEY_sign(ctx, der, &der_len, digest, sizeof(digest)) != 1)
 		goto out;
 	sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);

@@ -31,6 +31,9 @@ size_t b64url_encode_into(const void *in, size_t len, char *out);
 
 /* SHA-256 of a buffer as 64 lowercase hex chars + NUL. */
 void broker_sha256_hex(const void *in, size_t len, char out[65]);
+/* SHA-256 with the digest fetched from OpenSSL's provider once per process,
+ * not by name on every call as SHA256() does in OpenSSL 3. */
+void broker_sha256(const void *in, size_t len, unsigned char out[32]);
 /* n random bytes from the OS CSPRNG (OpenSSL RAND_bytes). */
 enum broker_err broker_random(void *out, size_t n);
 /* 128 random bits as 22 base64url chars + NUL (jti, request_id). */
