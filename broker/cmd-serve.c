@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,8 +418,16 @@ static void print_minted_claims(const char *answer)
 static void dev_demo(const char *public_url, const char *audience)
 {
 	struct broker_buf tok = {.max = 1 << 20}, ans = {.max = 1 << 20};
-	char url[512], *esc = NULL, *form = NULL;
+	char url[512], *esc = NULL, *form = NULL, self[PATH_MAX];
 	CURL *c = curl_easy_init();
+	/* The client command must work when pasted: name this very binary,
+	 * which after the README's first command is not on PATH. */
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0 && !memchr(self, '\'', (size_t)n))
+		self[n] = '\0';
+	else
+		snprintf(self, sizeof(self), "cibroker");
 
 	snprintf(url, sizeof(url), "%s/dev/token", public_url);
 	if (!c || http_post(url, "", &tok) != 200 || !tok.data)
@@ -444,8 +453,8 @@ out:
 		"  -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \\\n"
 		"  -d audience=%s --data-urlencode subject_token=\"$TOKEN\"\n"
 		"# or with the CI-side client:\n"
-		"curl -s -X POST %s/dev/token | cibroker exchange --broker %s --audience %s --format json\n\n",
-		public_url, public_url, audience, public_url, public_url, audience);
+		"curl -s -X POST %s/dev/token | '%s' exchange --broker %s --audience %s --format json\n\n",
+		public_url, public_url, audience, public_url, self, public_url, audience);
 	if (esc)
 		curl_free(esc);
 	free(form);

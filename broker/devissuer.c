@@ -121,7 +121,7 @@ static json_t *default_claims(const struct devissuer *d, bool gitlab, int64_t no
 			      "714a629c0b401fdce83e847fc9589983fc6f46bc");
 	else
 		c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-			      " s:s, s:s, s:s, s:s, s:s, s:s}",
+			      " s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
 			      "sub", "repo:acme/api:environment:production", "actor", "alice", "actor_id", "68485867",
 			      "event_name", "push", "ref", "refs/heads/main", "ref_type", "branch", "ref_protected", "true",
 			      "sha", "c4421ba5d6b1e3f0a9c8b7d6e5f4a3b2c1d0e9f8", "environment", "production", "repository",
@@ -131,7 +131,8 @@ static json_t *default_claims(const struct devissuer *d, bool gitlab, int64_t no
 			      "c4421ba5d6b1e3f0a9c8b7d6e5f4a3b2c1d0e9f8", "job_workflow_ref",
 			      "acme/shared/.github/workflows/deploy.yml@refs/heads/main", "job_workflow_sha",
 			      "c9ed89cf0a1b2c3d4e5f60718293a4b5c6d7e8f9", "run_id", "20143266074", "run_number", "2",
-			      "run_attempt", "1", "runner_environment", "github-hosted");
+			      "run_attempt", "1", "runner_environment", "github-hosted", "enterprise", "acme-inc",
+			      "enterprise_id", "42");
 	if (!c)
 		return NULL;
 	json_object_set_new(c, "iss", json_string(d->url));

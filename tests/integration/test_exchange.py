@@ -2,11 +2,13 @@
 """The real cibroker binary over HTTP: every row of DESIGN.md's status table,
 the minted token checked by an independent JOSE implementation (PyJWT) against
 the broker's own JWKS, discovery, probes, concurrency and slow clients."""
+import base64
 import concurrent.futures
 import json
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -300,8 +302,10 @@ class DevModeTest(unittest.TestCase):
         from harness import free_port
         port = free_port()
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        errf = tempfile.NamedTemporaryFile("w+", prefix="cibroker-dev-", suffix=".err")
+        self.addCleanup(errf.close)
         p = subprocess.Popen([BIN, "dev", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=repo)
+                             stderr=errf, text=True, cwd=repo)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.time() + 20
@@ -328,9 +332,34 @@ class DevModeTest(unittest.TestCase):
             r = requests.post(url + "/v1/token", data={"grant_type": GRANT, "subject_token": tok,
                                                        "subject_token_type": JWT_TYPE, "audience": "api-deploy-prod"})
             self.assertEqual(r.status_code, 403, r.text)
+            # the dev token carries the claims of the GitHub sample claim set
+            sample = os.path.join(os.path.dirname(repo), "shared", "testdata", "claims", "github-actions.json")
+            if os.path.exists(sample):
+                with open(sample) as f:
+                    want = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+                payload = requests.post(url + "/dev/token").text.split(".")[1]
+                got = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                for k in ("iss", "aud", "jti", "iat", "nbf", "exp"):
+                    want.pop(k, None)
+                    got.pop(k, None)
+                self.assertEqual(got, want)
+            # the client line it prints works when pasted: elsewhere, with nothing of ours on PATH
+            deadline = time.time() + 20
+            lines = []
+            while time.time() < deadline and not lines:
+                errf.seek(0)
+                lines = [line for line in errf.read().splitlines() if "exchange --broker" in line]
+                time.sleep(0.1)
+            self.assertEqual(len(lines), 1, lines)
+            pasted = subprocess.run(["bash", "-c", lines[0]], capture_output=True, text=True, timeout=60,
+                                    cwd=tempfile.gettempdir(), env=dict(os.environ, PATH="/usr/bin:/bin"))
+            self.assertEqual(pasted.returncode, 0, pasted.stderr)
+            self.assertIn("access_token", json.loads(pasted.stdout))
         finally:
             p.terminate()
-            out, err = p.communicate(timeout=20)
+            out, _ = p.communicate(timeout=20)
+            errf.seek(0)
+            err = errf.read()
         self.assertIn("HTTP 200", err)
         self.assertIn("/v1/token", err)
         self.assertIn('"decision":"allow"', out)  # audit on stdout
