@@ -433,6 +433,15 @@ static void parse_region(struct loader *l, const struct key_entry *e, const char
 		return;
 	}
 	set_string(l, dst, s);
+	if (!l->cfg->aws_profile)
+		l->cfg->aws_pos = (struct diag_pos){v->line, v->col};
+}
+
+static void parse_aws_profile(struct loader *l, const struct key_entry *e, const char *name,
+			      const struct doc_node *v, void *dst)
+{
+	parse_string(l, e, name, v, dst);
+	l->cfg->aws_pos = (struct diag_pos){v->line, v->col}; /* errors about the identity point here */
 }
 
 /* A list of non-empty strings: the element type is checked item by item so
@@ -610,7 +619,7 @@ static const struct key_entry limits_keys[] = {
 static const struct key_entry aws_keys[] = {
 	{"sts_endpoint", parse_url, CFG(aws_sts_endpoint), false, 0, 0},
 	{"region", parse_region, CFG(aws_region), true, 0, 0},
-	{"profile", parse_string, CFG(aws_profile), false, 0, 0},
+	{"profile", parse_aws_profile, CFG(aws_profile), false, 0, 0},
 	KEY_END,
 };
 

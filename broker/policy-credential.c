@@ -308,7 +308,7 @@ enum broker_err load_credential(struct load_ctx *ctx, const struct doc_node *key
 		r = BROKER_OK;
 		if (!ctx->cfg->aws_sts_endpoint) {
 			diag_error(ctx->d, ctx->file, type->line, type->col,
-				   "aws credentials need aws.sts_endpoint in the config");
+				   "aws credentials need an 'aws' section (with its region) in the config");
 			r = BROKER_ERR_CONFIG;
 		}
 		if (p->ttl > ctx->cfg->max_ttl && !doc_map_get(val, "ttl")) {

@@ -140,7 +140,12 @@ enum broker_err snapshot_build(struct broker_config *cfg, struct broker_signing_
 		/* No network here: the identity is fetched on first use. */
 		err = aws_create(cfg->aws_sts_endpoint, cfg->aws_region, cfg->aws_profile, &s->aws, &why);
 		if (err != BROKER_OK) {
-			diag_error(d, cfg->path ? cfg->path : "config", 0, 0, "aws: %s", why ? why : broker_strerror(err));
+			const char *profile = cfg->aws_profile ? cfg->aws_profile : getenv("AWS_PROFILE");
+
+			diag_error(d, cfg->path ? cfg->path : "config", cfg->aws_pos.line, cfg->aws_pos.col,
+				   "%s: %s%s%.64s%s", cfg->aws_profile ? "aws.profile" : "aws (the broker's identity)",
+				   why ? why : broker_strerror(err), profile ? " (profile '" : "", profile ? profile : "",
+				   profile ? "')" : "");
 			goto out;
 		}
 	}

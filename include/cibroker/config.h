@@ -66,6 +66,7 @@ struct broker_config {
 	char *aws_sts_endpoint;
 	char *aws_region;
 	char *aws_profile;       /* optional profile name in the shared credentials file */
+	struct diag_pos aws_pos; /* of aws.profile if given, else aws.region */
 
 	/* replay: {redis: "redis://host:6379"} (optional) */
 	char *replay_redis;

@@ -95,6 +95,22 @@ audit:
         self.assertIn(f"{path}:5:9: audit.path: cannot open audit log '{tmp}/no/such/dir/audit.jsonl': "
                       "No such file or directory", r.stderr)
 
+    def test_serve_positions_an_unknown_aws_profile(self):
+        tmp = tempfile.mkdtemp()
+        key = self.base(tmp)
+        creds = os.path.join(tmp, "credentials")
+        with open(creds, "w") as f:
+            f.write("[other]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret\n")
+        path = self.write_config(tmp, f"public_url: https://b.example\nsigning: {{keys: [{key}]}}\n"
+                                 f"policies: policies\naudit: {{path: {tmp}/audit.jsonl}}\n"
+                                 "aws:\n  region: eu-west-1\n  profile: nope\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["AWS_SHARED_CREDENTIALS_FILE"] = creds
+        r = run("serve", "--config", path, env=env)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, re.escape(path) + r":7:12: aws\.profile: .*not found.*\(profile 'nope'\)")
+        self.assertNotIn("secret", r.stderr)
+
     def test_serve_reports_every_error_of_a_file(self):
         tmp = tempfile.mkdtemp()
         key = self.base(tmp)

@@ -486,7 +486,7 @@ static void test_config_dependent(void)
 	c2 = cfg;
 	c2.aws_sts_endpoint = NULL;
 	CHECK(policy_set_load_buffer(&c2, "p.yaml", pol, strlen(pol), false, d, &set) == BROKER_ERR_CONFIG, "aws w/o sts");
-	CHECK(diag_has(d, "p.yaml:5:9: aws credentials need aws.sts_endpoint"), "sts position");
+	CHECK(diag_has(d, "p.yaml:5:9: aws credentials need an 'aws' section (with its region) in the config"), "sts position");
 	diag_free(d);
 
 	d = diag_new();
