@@ -147,6 +147,30 @@ static bool url_has_host(const char *url)
 	return p && p[3] && !strchr("/?#:", p[3]);
 }
 
+/* If a port is given, one from 1 to 65535: a URL libcurl would refuse is
+ * refused here, with its position, not at the first fetch. */
+static bool url_port_ok(const char *url)
+{
+	const char *p = strstr(url, "://") + 3;
+	unsigned long port = 0;
+	size_t digits;
+
+	if (*p == '[') {
+		p = strchr(p, ']');
+		if (!p)
+			return false;
+		p++;
+	} else {
+		p += strcspn(p, ":/?#");
+	}
+	if (*p != ':')
+		return true;
+	digits = strspn(++p, "0123456789");
+	for (size_t i = 0; i < digits && i < 6; i++)
+		port = port * 10 + (unsigned long)(p[i] - '0');
+	return digits >= 1 && digits <= 5 && port >= 1 && port <= 65535 && (!p[digits] || strchr("/?#", p[digits]));
+}
+
 /* https, or http to a loopback host (tests, sidecars). */
 static void parse_url(struct loader *l, const struct key_entry *e, const char *name, const struct doc_node *v,
 		      void *dst)
@@ -157,6 +181,10 @@ static void parse_url(struct loader *l, const struct key_entry *e, const char *n
 		return;
 	if (!broker_url_allowed(s) || !url_has_host(s) || strpbrk(s, " \t\r\n")) {
 		cfg_error(l, v, "%s: must be an https:// URL (http:// only for loopback hosts), not '%.200s'", name, s);
+		return;
+	}
+	if (!url_port_ok(s)) {
+		cfg_error(l, v, "%s: the port of '%.200s' is not a number from 1 to 65535", name, s);
 		return;
 	}
 	set_string(l, dst, s);

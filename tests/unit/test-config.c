@@ -431,6 +431,7 @@ static const struct row rows[] = {
 	 "  - {name: f, issuer: \"https://\"}\n"
 	 "  - {name: g, issuer: \"token.example.com\"}\n"
 	 "  - {name: h, issuer: \"http://128.0.0.1\"}\n"
+	 "  - {name: i, issuer: \"http://localhost:99999\"}\n"
 	 "aws: {region: us-east-1, sts_endpoint: \"http://sts.amazonaws.com\"}\n",
 	 {"@F:1:13: public_url: must be an https:// URL (http:// only for loopback hosts), not 'http://broker.example.com'",
 	  "@F:4:23: issuers[0].issuer: must be an https:// URL (http:// only for loopback hosts), not 'http://token.example.com'",
@@ -441,7 +442,8 @@ static const struct row rows[] = {
 	  "@F:9:23: issuers[5].issuer: must be an https:// URL (http:// only for loopback hosts), not 'https://'",
 	  "@F:10:23: issuers[6].issuer: must be an https:// URL (http:// only for loopback hosts), not 'token.example.com'",
 	  "@F:11:23: issuers[7].issuer: must be an https:// URL (http:// only for loopback hosts), not 'http://128.0.0.1'",
-	  "@F:12:40: aws.sts_endpoint: must be an https:// URL (http:// only for loopback hosts), not 'http://sts.amazonaws.com'"}},
+	  "@F:12:23: issuers[8].issuer: the port of 'http://localhost:99999' is not a number from 1 to 65535",
+	  "@F:13:40: aws.sts_endpoint: must be an https:// URL (http:// only for loopback hosts), not 'http://sts.amazonaws.com'"}},
 
 	/* ---- algorithms ---- */
 	{"algs.yaml",
