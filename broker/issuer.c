@@ -606,6 +606,35 @@ void issuers_free(struct broker_issuers *set)
 
 /* ---- accessors ---- */
 
+static bool same_string(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+void issuers_adopt_keys(struct broker_issuers *set, const struct broker_issuers *old)
+{
+	for (size_t i = 0; set && old && i < set->n; i++) {
+		struct broker_issuer *iss = &set->issuers[i], *prev = issuers_find(old, iss->cfg->name);
+
+		if (!prev || !same_string(prev->cfg->issuer, iss->cfg->issuer) ||
+		    !same_string(prev->cfg->jwks_uri, iss->cfg->jwks_uri) ||
+		    !same_string(prev->cfg->ca_file, iss->cfg->ca_file))
+			continue;
+		pthread_mutex_lock(&prev->lock);
+		if (prev->jwks) {
+			char *uri = prev->discovered_jwks_uri ? strdup(prev->discovered_jwks_uri) : NULL;
+
+			/* not started yet: nobody else holds iss->lock */
+			iss->jwks = jwks_ref(prev->jwks);
+			iss->discovered_jwks_uri = uri;
+			iss->last_success_us = prev->last_success_us;
+			iss->stats.keys_fetched_at = prev->stats.keys_fetched_at;
+			iss->stats.n_keys = prev->stats.n_keys;
+		}
+		pthread_mutex_unlock(&prev->lock);
+	}
+}
+
 struct broker_issuer *issuers_find(const struct broker_issuers *set, const char *name)
 {
 	size_t i;

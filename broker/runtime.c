@@ -176,6 +176,12 @@ enum broker_err snapshot_start(struct broker_snapshot *s)
 	return issuers_start(s->issuers);
 }
 
+void snapshot_adopt_keys(struct broker_snapshot *s, const struct broker_snapshot *prev)
+{
+	if (s && prev)
+		issuers_adopt_keys(s->issuers, prev->issuers);
+}
+
 struct broker_snapshot *snapshot_ref(struct broker_snapshot *s)
 {
 	atomic_fetch_add(&s->refs, 1);

@@ -27,6 +27,8 @@ enum broker_err snapshot_build(struct broker_config *cfg, struct broker_signing_
 			       struct broker_snapshot **ret);
 /* Start the issuers' key fetching. */
 enum broker_err snapshot_start(struct broker_snapshot *s);
+/* On a reload, before snapshot_start: unchanged issuers keep prev's keys. */
+void snapshot_adopt_keys(struct broker_snapshot *s, const struct broker_snapshot *prev);
 struct broker_snapshot *snapshot_ref(struct broker_snapshot *s);
 void snapshot_unref(struct broker_snapshot *s);
 const struct broker_config *snapshot_config(const struct broker_snapshot *s);

@@ -32,6 +32,11 @@ enum broker_err issuers_create(const struct broker_config *cfg, struct broker_is
  * backoff (1 s, 2 s, 4 s ... 30 s) until it succeeds, then every jwks_refresh.
  * Without issuers_start, keys are still fetched on demand by lookups. */
 enum broker_err issuers_start(struct broker_issuers *set);
+/* Before issuers_start on a reload: each issuer of set that fetches from the
+ * same place as one of old (same name, issuer, jwks_uri and ca_file) starts
+ * with old's last good keys, so a reload during an issuer outage keeps them
+ * as a failed refresh would. Its first fetch still happens at once. */
+void issuers_adopt_keys(struct broker_issuers *set, const struct broker_issuers *old);
 void issuers_free(struct broker_issuers *set); /* stops (aborting transfers) and joins; NULL ok */
 
 struct broker_issuer *issuers_find(const struct broker_issuers *set, const char *name);

@@ -4,6 +4,7 @@ picked up through an unknown-kid refetch, an outage is served from cached
 keys, a burst of unknown kids costs at most one fetch per interval, a garbage
 JWKS keeps the old keys, and hostile tokens never reach the policy."""
 import concurrent.futures
+import signal
 import time
 import unittest
 
@@ -51,6 +52,20 @@ class IssuerIntegrationTest(unittest.TestCase):
         b = self.broker().start()
         self.issuer.set_down(True)
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        self.assertEqual(requests.get(b.url + "/readyz").status_code, 200)
+
+    def test_reload_during_outage_keeps_the_keys(self):
+        # a reload is not a reason to forget keys a failed refresh would keep
+        b = self.broker().start()
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        self.issuer.set_down(True)
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15
+        while time.time() < deadline and 'reloads_total{result="ok"} 1' not in requests.get(b.url + "/metrics").text:
+            time.sleep(0.1)
+        self.assertIn('cibroker_reloads_total{result="ok"} 1', requests.get(b.url + "/metrics").text, b.log())
+        r = b.exchange(self.issuer.mint(), "web-deploy-prod")
+        self.assertEqual(r.status_code, 200, r.text)
         self.assertEqual(requests.get(b.url + "/readyz").status_code, 200)
 
     def test_unknown_kid_burst_costs_one_fetch(self):
