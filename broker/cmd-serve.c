@@ -151,14 +151,21 @@ static void reload(struct broker_state *st, const char *config_path, struct list
 	struct diag *d = diag_new();
 	struct broker_snapshot *snap = NULL;
 	enum broker_err err = d ? snapshot_load(config_path, d, &snap) : BROKER_ERR_NOMEM;
-	bool relistened = false;
+	bool relistened = false, listener_kept = false;
 
 	if (d) {
 		for (size_t i = 0; i < diag_count(d); i++)
 			log_line(err == BROKER_OK ? "warning" : "error", "reload: %s", diag_line(d, i));
 	}
-	if (err == BROKER_OK)
+	if (err == BROKER_OK) {
+		/* An issuer that is down during a reload keeps its last good
+		 * keys, as it would through a failed refresh. */
+		struct broker_snapshot *prev = state_acquire(st);
+
+		snapshot_adopt_keys(snap, prev);
+		snapshot_unref(prev);
 		err = snapshot_start(snap);
+	}
 	if (err == BROKER_OK) {
 		/* Swap only once the new issuers have keys (or 10 s passed), so a
 		 * reload never turns a serving broker into a 503 one. */
@@ -171,13 +178,17 @@ static void reload(struct broker_state *st, const char *config_path, struct list
 		/* The new snapshot serves already; a listener that cannot be rebuilt
 		 * (port taken, bad TLS files) keeps the old one and says so. */
 		struct broker_snapshot *cur = state_acquire(st);
-		if (listener_open(st, snapshot_config(cur), l, &relistened) != BROKER_OK)
-			log_line("error", "reload: keeping the previous listener");
+		listener_kept = listener_open(st, snapshot_config(cur), l, &relistened) != BROKER_OK;
 		snapshot_unref(cur);
 	}
 	snapshot_unref(snap);
-	state_note_reload(st, err == BROKER_OK);
-	if (err == BROKER_OK)
+	/* A listener left as it was means the broker does not run what is on
+	 * disk: that counts as a failed reload, for the alert that watches it. */
+	state_note_reload(st, err == BROKER_OK && !listener_kept);
+	if (err == BROKER_OK && listener_kept)
+		log_line("error", "reloaded %s, but kept the previous listener: the listener settings on disk are not "
+				  "in effect", config_path);
+	else if (err == BROKER_OK)
 		log_line("info", "reloaded %s%s", config_path, relistened ? " (listener rebuilt)" : "");
 	else
 		log_line("error", "reload of %s failed (%s): keeping the previous configuration", config_path,

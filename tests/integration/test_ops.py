@@ -145,11 +145,27 @@ class OpsTest(unittest.TestCase):
             f.write("name: broken\nisuer: github\n")
         b.proc.send_signal(signal.SIGHUP)
         deadline = time.time() + 10
-        while time.time() < deadline and 'result="failed"} 1' not in requests.get(b.url + "/metrics").text:
+        while time.time() < deadline and 'reloads_total{result="failed"} 1' not in requests.get(b.url + "/metrics").text:
             time.sleep(0.1)
         self.assertIn('cibroker_reloads_total{result="failed"} 1', requests.get(b.url + "/metrics").text)
         self.assertEqual(b.exchange(self.issuer.mint(), "second").status_code, 200)
         self.assertIn("bad.yaml:2:1", b.log())
+
+    def test_reload_to_a_taken_port_counts_as_failed(self):
+        b = self.broker().start()
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        b.config["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        b.write_config()
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15
+        while time.time() < deadline and "kept the previous listener" not in b.log():
+            time.sleep(0.1)
+        self.assertIn("kept the previous listener", b.log())
+        self.assertIn('cibroker_reloads_total{result="failed"} 1', requests.get(b.url + "/metrics").text)
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
 
     def test_reload_moves_the_audit_log_and_back(self):
         b = self.broker().start()
