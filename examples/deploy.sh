@@ -37,7 +37,9 @@ json_field() {
 	sed -n 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*"\([^"\\]*\)".*/\1/p' | head -n 1
 }
 
-# Retries as the client: 503/429/connection errors, bounded in total time.
+# curl's retries, bounded in total time: connection errors, 503 and curl's
+# other transient codes (408, 429, 5xx gateways). What is still a 4xx after
+# them is "refused" (3), as `cibroker exchange` says.
 RETRY='--retry 6 --retry-connrefused --retry-max-time 60'
 
 broker=${CIBROKER_URL:-}
@@ -68,6 +70,8 @@ http://*)
 *) die 2 "CIBROKER_URL must be https:// (or http:// to loopback)" ;;
 esac
 
+nl='
+'
 if [ -n "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" ] && [ -n "${ACTIONS_ID_TOKEN_REQUEST_TOKEN:-}" ]; then
 	aud=${CIBROKER_ID_TOKEN_AUDIENCE:-}
 	if [ -z "$aud" ]; then
@@ -77,18 +81,23 @@ if [ -n "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" ] && [ -n "${ACTIONS_ID_TOKEN_REQUES
 	fi
 	# -G appends audience= to the URL's existing query with '&'.
 	# shellcheck disable=SC2086
-	id_token=$(printf 'Authorization: Bearer %s\n' "$ACTIONS_ID_TOKEN_REQUEST_TOKEN" |
-		curl -sS --fail $RETRY -H @- -G --data-urlencode "audience=$aud" "$ACTIONS_ID_TOKEN_REQUEST_URL" |
-		json_field value)
-	[ -n "$id_token" ] || die 4 "could not get an ID token from GitHub Actions"
+	reply=$(printf 'Authorization: Bearer %s\n' "$ACTIONS_ID_TOKEN_REQUEST_TOKEN" |
+		curl -sS $RETRY -w '\n%{http_code}' -H @- -G --data-urlencode "audience=$aud" \
+			"$ACTIONS_ID_TOKEN_REQUEST_URL") || die 4 "cannot reach the GitHub Actions ID token endpoint"
+	case ${reply##*"$nl"} in
+	200) ;;
+	4??) die 3 "GitHub Actions ID token request: HTTP ${reply##*"$nl"}" ;;
+	*) die 4 "GitHub Actions ID token request: HTTP ${reply##*"$nl"}" ;;
+	esac
+	id_token=$(printf '%s\n' "${reply%"$nl"*}" | json_field value)
+	reply=
+	[ -n "$id_token" ] || die 4 "no ID token in the GitHub Actions answer"
 elif [ -n "${CIBROKER_ID_TOKEN:-}" ]; then
 	id_token=$CIBROKER_ID_TOKEN
 else
 	die 2 "no ID token: set permissions: id-token: write (GitHub) or id_tokens: CIBROKER_ID_TOKEN (GitLab)"
 fi
 
-nl='
-'
 # shellcheck disable=SC2086
 answer=$(printf '%s' "$id_token" | curl -sS $RETRY -w '\n%{http_code}' -X POST "$broker/v1/token" \
 	--data-urlencode 'grant_type=urn:ietf:params:oauth:grant-type:token-exchange' \
@@ -106,7 +115,6 @@ case $status in
 	desc=$(printf '%s\n' "$body" | json_field error_description)
 	rid=$(printf '%s\n' "$body" | json_field request_id)
 	case $status in
-	429) code=4 ;;
 	4??) code=3 ;;
 	*) code=4 ;;
 	esac

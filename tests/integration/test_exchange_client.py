@@ -652,6 +652,11 @@ class Examples(ClientTest):
             self.assertEqual(p.returncode, 2)
         p = self.deploy_sh({"CIBROKER_URL": broker.url}, "web-deploy-prod")
         self.assertEqual(p.returncode, 2)
+        # a refused Actions token request is "refused" (3), as for the client
+        p = self.deploy_sh(dict(env, ACTIONS_ID_TOKEN_REQUEST_TOKEN="not-the-runtime-token"), "web-deploy-prod")
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn("HTTP 401", p.stderr)
+        self.assertNotIn("not-the-runtime-token", p.stdout + p.stderr)
 
 
 def main():
