@@ -50,7 +50,9 @@ fi
 if [ -n "$dir" ]; then
 	cd "$(dirname "$0")"
 	if [ -f "$dir/build.ninja" ]; then
-		meson setup --reconfigure "$dir" >/dev/null
+		# the same options as a fresh setup (and the Dockerfile), whatever
+		# the directory was configured with before
+		meson setup --reconfigure "$dir" --buildtype=release -Db_ndebug=true >/dev/null
 	else
 		meson setup "$dir" --buildtype=release -Db_ndebug=true >/dev/null
 	fi
