@@ -8,15 +8,30 @@
 #include <stdatomic.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "cibroker/util.h"
+
+/* A TCP connection, for the header deadline: libmicrohttpd's idle timeout
+ * restarts with every byte, so a client trickling its request headers would
+ * hold a connection forever. The reaper shuts down any connection that has
+ * not completed a request's headers within connection_timeout +
+ * request_deadline of being accepted or of its previous request's end. */
+struct conn {
+	struct conn *prev, *next;
+	MHD_socket fd;
+	int64_t waiting_since_us; /* accepted, or its last request completed */
+	bool in_request;          /* headers in, a request being served */
+	bool cut;
+};
 
 struct broker_server {
 	struct MHD_Daemon *daemon;
@@ -25,6 +40,12 @@ struct broker_server {
 	struct devissuer *dev;
 	unsigned request_deadline;
 	uint16_t port;
+	int64_t header_limit_us;
+	pthread_mutex_t conns_mu; /* guards conns and every conn's fields */
+	struct conn *conns;
+	pthread_cond_t reaper_cv;
+	pthread_t reaper;
+	bool reaper_started, stopping;
 };
 
 #define DRAIN_MAX (1024 * 1024)
@@ -248,6 +269,120 @@ static enum MHD_Result route(struct broker_server *srv, struct MHD_Connection *c
 	return reply_error(c, 404, "invalid_request", "unknown path", NULL);
 }
 
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+static void conn_mark(struct broker_server *srv, struct MHD_Connection *c, bool in_request)
+{
+	struct conn *k = conn_of(c);
+
+	if (!k)
+		return;
+	pthread_mutex_lock(&srv->conns_mu);
+	k->in_request = in_request;
+	if (!in_request)
+		k->waiting_since_us = broker_mono_us();
+	pthread_mutex_unlock(&srv->conns_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct broker_server *srv = cls;
+	struct conn *k = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		k = calloc(1, sizeof(*k));
+		if (!k || !ci) {
+			free(k);
+			return; /* untracked: bounded by the idle timeout only */
+		}
+		k->fd = ci->connect_fd;
+		k->waiting_since_us = broker_mono_us();
+		pthread_mutex_lock(&srv->conns_mu);
+		k->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = k;
+		srv->conns = k;
+		pthread_mutex_unlock(&srv->conns_mu);
+		*socket_context = k;
+		return;
+	}
+	/* Closed: unlinked before libmicrohttpd closes the socket, so the
+	 * reaper never shuts down a descriptor that was reused. */
+	if (!k)
+		return;
+	pthread_mutex_lock(&srv->conns_mu);
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		srv->conns = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	pthread_mutex_unlock(&srv->conns_mu);
+	free(k);
+	*socket_context = NULL;
+}
+
+static void *reaper_main(void *arg)
+{
+	struct broker_server *srv = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&srv->conns_mu);
+	while (!srv->stopping) {
+		int64_t now = broker_mono_us();
+
+		for (struct conn *k = srv->conns; k; k = k->next) {
+			if (k->in_request || k->cut || now - k->waiting_since_us <= srv->header_limit_us)
+				continue;
+			/* libmicrohttpd sees end of stream and closes it itself. */
+			shutdown(k->fd, SHUT_RDWR);
+			k->cut = true;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&srv->reaper_cv, &srv->conns_mu, &ts);
+	}
+	pthread_mutex_unlock(&srv->conns_mu);
+	return NULL;
+}
+
+static bool reaper_init(struct broker_server *srv)
+{
+	pthread_condattr_t ca;
+	bool ok;
+
+	if (pthread_condattr_init(&ca) != 0)
+		return false;
+	ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&srv->reaper_cv, &ca) == 0;
+	pthread_condattr_destroy(&ca);
+	if (ok && pthread_mutex_init(&srv->conns_mu, NULL) != 0) {
+		pthread_cond_destroy(&srv->reaper_cv);
+		ok = false;
+	}
+	return ok;
+}
+
+/* After MHD_stop_daemon: every connection has been closed and unlinked. */
+static void reaper_destroy(struct broker_server *srv)
+{
+	pthread_mutex_lock(&srv->conns_mu);
+	srv->stopping = true;
+	pthread_cond_signal(&srv->reaper_cv);
+	pthread_mutex_unlock(&srv->conns_mu);
+	if (srv->reaper_started)
+		pthread_join(srv->reaper, NULL);
+	pthread_mutex_destroy(&srv->conns_mu);
+	pthread_cond_destroy(&srv->reaper_cv);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
@@ -263,6 +398,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		*con_cls = r;
 		atomic_fetch_add(&srv->in_flight, 1);
+		conn_mark(srv, c, true);
 		r->started_us = broker_mono_us();
 		r->body.max = current_max_body(srv->st);
 		r->is_exchange = strcmp(url, "/v1/token") == 0 && strcmp(method, "POST") == 0;
@@ -326,6 +462,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		return;
 	*con_cls = NULL;
 	atomic_fetch_sub(&srv->in_flight, 1);
+	conn_mark(srv, c, false);
 	/* Suspended connections do not end, so this is belt and braces: an
 	 * exchange still waiting for its audit record frees r itself. */
 	if ((atomic_fetch_or(&r->ex, EX_ORPHAN) & (EX_STARTED | EX_DONE)) == EX_STARTED)
@@ -432,20 +569,33 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	srv->st = st;
 	srv->dev = opt->dev;
 	srv->request_deadline = opt->request_deadline;
+	srv->header_limit_us =
+		((int64_t)(opt->connection_timeout ? opt->connection_timeout : 10u) + opt->request_deadline) * 1000000;
+	if (!reaper_init(srv)) {
+		*ret_reason = "out of memory";
+		free(srv);
+		return BROKER_ERR_NOMEM;
+	}
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
 		opt->max_connections ? opt->max_connections : 1024u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 		opt->per_ip_connections ? opt->per_ip_connections : 64u, MHD_OPTION_CONNECTION_TIMEOUT,
 		opt->connection_timeout ? opt->connection_timeout : 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+		(size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+		on_connection, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE,
 		1u, opt->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem,
 		MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
 	if (!srv->daemon) {
 		*ret_reason = "could not listen (address in use, or bad TLS files)";
+		reaper_destroy(srv);
 		free(srv);
 		return BROKER_ERR_IO;
 	}
+	/* No deadline configured, no cut: headers are then bounded by the
+	 * idle timeout alone, as before. */
+	if (opt->request_deadline && pthread_create(&srv->reaper, NULL, reaper_main, srv) == 0)
+		srv->reaper_started = true;
 	info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	srv->port = info ? info->port : 0;
 	*ret = srv;
@@ -474,5 +624,6 @@ void server_stop(struct broker_server *srv)
 	while (atomic_load(&srv->in_flight) > 0)
 		usleep(5000);
 	MHD_stop_daemon(srv->daemon);
+	reaper_destroy(srv);
 	free(srv);
 }

@@ -110,6 +110,37 @@ class OpsTest(unittest.TestCase):
         self.assertLess(sent, 4000)
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
 
+    def test_header_deadline_cuts_trickling_headers(self):
+        # each byte restarts the idle timeout, so only the absolute bound
+        # (connection_timeout + request_deadline) can end this
+        b = self.broker(extra={"server": {"request_deadline": 2, "connection_timeout": 2}}).start()
+        s = socket.create_connection(("127.0.0.1", b.port))
+        s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        cut = False
+        sent = 0
+        s.settimeout(1.0)
+        end = time.time() + 30  # far beyond the 4 s bound; the server must hang up long before
+        while time.time() < end:
+            try:
+                s.sendall(b"a")
+                sent += 1
+                if s.recv(1024) == b"":
+                    cut = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                cut = True
+                break
+        s.close()
+        self.assertTrue(cut, "headers trickled past connection_timeout + request_deadline must be cut off")
+        # a keep-alive client that waits, then sends a whole request, is not cut
+        k = requests.Session()
+        self.assertEqual(k.get(b.url + "/healthz", timeout=5).status_code, 200)
+        time.sleep(1.5)
+        self.assertEqual(k.get(b.url + "/healthz", timeout=5).status_code, 200)
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+
     def test_single_use_in_memory(self):
         b = self.broker(icfg={"single_use": True},
                         policies=[jwt_policy(), jwt_policy(name="main-only-dev", allow={
