@@ -431,6 +431,7 @@ struct exchange_pending *exchange_start(struct broker_state *st, const char *con
 	begin(&p->x, st, remote, ret);
 	decide(&p->x, content_type, body, len);
 	build_record(&p->x, &rec, &picked);
+	p->x.remote = NULL; /* the caller's buffer: not used after this call */
 	err = audit_submit(state_audit(st), &rec, on_audited, p);
 	json_decref(picked);
 	if (err == BROKER_OK)

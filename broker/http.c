@@ -36,6 +36,10 @@ struct conn {
 struct broker_server {
 	struct MHD_Daemon *daemon;
 	atomic_int in_flight; /* requests begun and not yet completed */
+	/* server_stop has begun: no request may park its connection any more,
+	 * as libmicrohttpd must not be stopped with one suspended. */
+	atomic_bool closing;
+	atomic_int resuming; /* audit threads inside on_exchange_done */
 	struct broker_state *st;
 	struct devissuer *dev;
 	unsigned request_deadline;
@@ -73,6 +77,7 @@ struct request {
 	struct exchange_pending *pending;
 	struct exchange_result result; /* holds a credential until answered */
 	struct MHD_Connection *conn;
+	struct broker_server *srv;
 };
 
 static void request_free(struct request *r)
@@ -154,12 +159,19 @@ static size_t current_max_body(struct broker_state *st)
 static void on_exchange_done(void *arg)
 {
 	struct request *r = arg;
-	unsigned old = atomic_fetch_or(&r->ex, EX_DONE);
+	struct broker_server *srv = r->srv;
+	unsigned old;
 
+	/* Counted before the flag the worker waits for, so server_stop, which
+	 * waits for this after in_flight reached 0, cannot stop the daemon while
+	 * MHD_resume_connection is still signalling it. */
+	atomic_fetch_add(&srv->resuming, 1);
+	old = atomic_fetch_or(&r->ex, EX_DONE);
 	if (old & EX_ORPHAN)
 		request_free(r);
 	else if (old & EX_SUSPENDED)
 		MHD_resume_connection(r->conn);
+	atomic_fetch_sub(&srv->resuming, 1);
 }
 
 static enum MHD_Result answer_exchange(struct MHD_Connection *c, struct exchange_result *res)
@@ -188,7 +200,16 @@ static enum MHD_Result serve_exchange(struct broker_server *srv, struct MHD_Conn
 		exchange_reject_oversize(srv->st, remote, &r->result);
 		return answer_exchange(c, &r->result);
 	}
+	if (atomic_load(&srv->closing)) {
+		/* Stopping: answer on this thread instead of parking (in_flight
+		 * was raised before this load, so server_stop waits for us). */
+		exchange_handle(srv->st, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+				r->body.data ? r->body.data : "", r->body.len, remote, &r->result);
+		atomic_store(&r->ex, EX_STARTED | EX_DONE);
+		return answer_exchange(c, &r->result);
+	}
 	r->conn = c;
+	r->srv = srv;
 	atomic_store(&r->ex, EX_STARTED);
 	r->pending = exchange_start(srv->st,
 				    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
@@ -611,6 +632,7 @@ void server_stop(struct broker_server *srv)
 {
 	if (!srv)
 		return;
+	atomic_store(&srv->closing, true);
 	MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
 
 	/* MHD hands the quiesced listening socket back instead of closing it;
@@ -623,6 +645,8 @@ void server_stop(struct broker_server *srv)
 	 * wait), then stop. Idle keep-alive connections are simply closed. */
 	while (atomic_load(&srv->in_flight) > 0)
 		usleep(5000);
+	while (atomic_load(&srv->resuming) > 0)
+		usleep(1000);
 	MHD_stop_daemon(srv->daemon);
 	reaper_destroy(srv);
 	free(srv);

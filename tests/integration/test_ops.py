@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from harness import (Broker, Issuer, audited_credential_ids, free_port, github_issuer_config, jwt_policy, main,
-                     minted_jti, yaml_dump)
+from harness import (GRANT, JWT_TYPE, Broker, Issuer, audited_credential_ids, free_port, github_issuer_config,
+                     jwt_policy, main, minted_jti, yaml_dump)
 
 
 def start_redis(tmp):
@@ -181,6 +181,47 @@ class OpsTest(unittest.TestCase):
         self.assertIn('cibroker_reloads_total{result="failed"} 1', requests.get(b.url + "/metrics").text)
         self.assertEqual(b.exchange(self.issuer.mint(), "second").status_code, 200)
         self.assertIn("bad.yaml:2:1", b.log())
+
+    def test_listener_rebuilds_under_keep_alive_load(self):
+        # Rebuilding the listener stops the old libmicrohttpd daemon while
+        # keep-alive clients keep sending; with sync: always their exchanges
+        # park connections, and a daemon stopped with one parked aborts.
+        b = self.broker().start()
+        stop = threading.Event()
+        codes = []
+
+        def client():
+            s = requests.Session()
+            while not stop.is_set():
+                form = {"grant_type": GRANT, "subject_token": self.issuer.mint(), "subject_token_type": JWT_TYPE,
+                        "audience": "web-deploy-prod"}
+                try:
+                    codes.append(s.post(b.url + "/v1/token", data=form, timeout=30).status_code)
+                except requests.RequestException:
+                    s = requests.Session()  # a connection of the old listener was closed
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(6):
+                b.config["server"] = {"threads": 3 + i % 2}
+                b.write_config()
+                b.proc.send_signal(signal.SIGHUP)
+                deadline = time.time() + 15
+                while time.time() < deadline and b.log().count("listener rebuilt") < i + 1:
+                    self.assertIsNone(b.proc.poll(), b.log())
+                    time.sleep(0.05)
+                self.assertEqual(b.log().count("listener rebuilt"), i + 1, b.log())
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertIsNone(b.proc.poll(), b.log())
+        self.assertNotIn("Fatal error", b.log())
+        self.assertGreater(codes.count(200), 0)
+        self.assertEqual(set(codes), {200})
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
 
     def test_reload_to_a_taken_port_counts_as_failed(self):
         b = self.broker().start()
