@@ -84,28 +84,36 @@ class OpsTest(unittest.TestCase):
         other = self.issuer.mint({"sub": "repo:acme/web:ref:refs/heads/other"})
         self.assertEqual(b.exchange(other, "web-deploy-prod").status_code, 200)
 
+    @staticmethod
+    def trickle(port, head, interval, seconds, limit=None):
+        """Send head, then one byte every interval until the server hangs up
+        (True), seconds pass or limit bytes went out (False); and the count."""
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(head)
+        s.settimeout(interval)
+        sent = 0
+        end = time.time() + seconds
+        try:
+            while time.time() < end and (limit is None or sent < limit):
+                try:
+                    s.sendall(b"a")
+                    sent += 1
+                    if s.recv(1024) == b"":
+                        return True, sent
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return True, sent
+            return False, sent
+        finally:
+            s.close()
+
     def test_request_deadline_cuts_trickling_body(self):
         b = self.broker(extra={"server": {"request_deadline": 2, "connection_timeout": 30}}).start()
-        s = socket.create_connection(("127.0.0.1", b.port))
-        s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                  b"Content-Length: 4000\r\n\r\n")
-        cut = False
-        sent = 0
-        s.settimeout(0.3)
-        end = time.time() + 20  # far beyond the 2 s deadline; the server must hang up long before
-        while time.time() < end and sent < 4000:
-            try:
-                s.sendall(b"a")
-                sent += 1
-                if s.recv(1024) == b"":
-                    cut = True
-                    break
-            except socket.timeout:
-                continue
-            except OSError:
-                cut = True
-                break
-        s.close()
+        # 20 s: far beyond the 2 s deadline; the server must hang up long before
+        cut, sent = self.trickle(b.port, b"POST /v1/token HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\n",
+                                 0.3, 20, limit=4000)
         self.assertTrue(cut, "a body trickled past request_deadline must be cut off")
         self.assertLess(sent, 4000)
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
@@ -114,25 +122,8 @@ class OpsTest(unittest.TestCase):
         # each byte restarts the idle timeout, so only the absolute bound
         # (connection_timeout + request_deadline) can end this
         b = self.broker(extra={"server": {"request_deadline": 2, "connection_timeout": 2}}).start()
-        s = socket.create_connection(("127.0.0.1", b.port))
-        s.sendall(b"POST /v1/token HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        cut = False
-        sent = 0
-        s.settimeout(1.0)
-        end = time.time() + 30  # far beyond the 4 s bound; the server must hang up long before
-        while time.time() < end:
-            try:
-                s.sendall(b"a")
-                sent += 1
-                if s.recv(1024) == b"":
-                    cut = True
-                    break
-            except socket.timeout:
-                continue
-            except OSError:
-                cut = True
-                break
-        s.close()
+        # 30 s: far beyond the 4 s bound; the server must hang up long before
+        cut, _ = self.trickle(b.port, b"POST /v1/token HTTP/1.1\r\nHost: x\r\nX-Slow: ", 1.0, 30)
         self.assertTrue(cut, "headers trickled past connection_timeout + request_deadline must be cut off")
         # a keep-alive client that waits, then sends a whole request, is not cut
         k = requests.Session()
