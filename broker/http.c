@@ -27,6 +27,7 @@
  * request_deadline of being accepted or of its previous request's end. */
 struct conn {
 	struct conn *prev, *next;
+	struct broker_server *srv;
 	MHD_socket fd;
 	int64_t waiting_since_us; /* accepted, or its last request completed */
 	bool in_request;          /* headers in, a request being served */
@@ -88,6 +89,17 @@ static void request_free(struct request *r)
 	free(r);
 }
 
+/* A listener being stopped (SIGTERM, or replaced on reload) asks keep-alive
+ * clients to close after this answer, so its connections drain instead of
+ * carrying requests to it for as long as the clients keep sending. */
+static bool server_closing(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	const struct conn *k = ci ? ci->socket_context : NULL;
+
+	return k && atomic_load(&k->srv->closing);
+}
+
 static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *type, char *body, bool secret,
 			     bool no_store, int retry_after, const char *allow)
 {
@@ -117,6 +129,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *t
 	if (allow)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	if (server_closing(c))
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, (unsigned)status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -325,6 +339,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 			return; /* untracked: bounded by the idle timeout only */
 		}
 		k->fd = ci->connect_fd;
+		k->srv = srv;
 		k->waiting_since_us = broker_mono_us();
 		pthread_mutex_lock(&srv->conns_mu);
 		k->next = srv->conns;

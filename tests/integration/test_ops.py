@@ -276,6 +276,30 @@ class OpsTest(unittest.TestCase):
         ids = audited_credential_ids(b.audit_path)
         self.assertTrue(set(answered) <= ids)
 
+    def test_draining_listener_asks_keep_alive_clients_to_close(self):
+        # While SIGTERM drains, answers on old keep-alive connections say
+        # "Connection: close", so clients move on instead of finding the
+        # connection gone at their next request.
+        b = self.broker(icfg={"jwks_min_refetch": "1s"}).start()
+        s = requests.Session()
+        first = s.get(b.url + "/healthz", timeout=5)
+        self.assertEqual(first.status_code, 200)
+        self.assertNotEqual(first.headers.get("Connection", "").lower(), "close")
+        time.sleep(1.1)
+        self.issuer.set_delay(3)
+        self.addCleanup(self.issuer.set_delay, 0)
+        slow = concurrent.futures.ThreadPoolExecutor(1)
+        self.addCleanup(slow.shutdown)
+        pending = slow.submit(b.exchange, self.issuer.mint(headers={"kid": "unknown-kid"}), "web-deploy-prod")
+        time.sleep(0.5)  # the exchange now waits for the (delayed) JWKS refetch
+        b.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        during = s.get(b.url + "/healthz", timeout=5)
+        self.assertEqual(during.status_code, 200)
+        self.assertEqual(during.headers.get("Connection", "").lower(), "close")
+        self.assertEqual(pending.result().status_code, 400)
+        self.assertEqual(b.proc.wait(timeout=30), 0)
+
     @staticmethod
     def make_cert(tmp, cn):
         key = ec.generate_private_key(ec.SECP256R1())
