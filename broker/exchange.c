@@ -416,7 +416,9 @@ struct exchange_pending *exchange_start(struct broker_state *st, const char *con
 					size_t len, const char *remote, struct exchange_result *ret,
 					exchange_done_fn *done, void *arg)
 {
-	struct exchange_pending *p = audit_sync_always(state_audit(st)) ? calloc(1, sizeof(*p)) : NULL;
+	/* One sink for both the decision and the record: a reload may swap it. */
+	struct broker_audit *audit = state_audit(st);
+	struct exchange_pending *p = audit_sync_always(audit) ? calloc(1, sizeof(*p)) : NULL;
 	struct audit_record rec;
 	json_t *picked;
 	enum broker_err err;
@@ -432,7 +434,7 @@ struct exchange_pending *exchange_start(struct broker_state *st, const char *con
 	decide(&p->x, content_type, body, len);
 	build_record(&p->x, &rec, &picked);
 	p->x.remote = NULL; /* the caller's buffer: not used after this call */
-	err = audit_submit(state_audit(st), &rec, on_audited, p);
+	err = audit_submit(audit, &rec, on_audited, p);
 	json_decref(picked);
 	if (err == BROKER_OK)
 		return p; /* on_audited tells the caller */

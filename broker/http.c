@@ -92,10 +92,16 @@ static void request_free(struct request *r)
 /* A listener being stopped (SIGTERM, or replaced on reload) asks keep-alive
  * clients to close after this answer, so its connections drain instead of
  * carrying requests to it for as long as the clients keep sending. */
-static bool server_closing(struct MHD_Connection *c)
+static struct conn *conn_of(struct MHD_Connection *c)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	const struct conn *k = ci ? ci->socket_context : NULL;
+
+	return ci ? ci->socket_context : NULL;
+}
+
+static bool server_closing(struct MHD_Connection *c)
+{
+	const struct conn *k = conn_of(c);
 
 	return k && atomic_load(&k->srv->closing);
 }
@@ -302,13 +308,6 @@ static enum MHD_Result route(struct broker_server *srv, struct MHD_Connection *c
 		return serve_get(srv, c, url);
 	}
 	return reply_error(c, 404, "invalid_request", "unknown path", NULL);
-}
-
-static struct conn *conn_of(struct MHD_Connection *c)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-
-	return ci ? ci->socket_context : NULL;
 }
 
 static void conn_mark(struct broker_server *srv, struct MHD_Connection *c, bool in_request)
