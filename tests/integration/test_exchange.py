@@ -192,6 +192,21 @@ class ExchangeTest(unittest.TestCase):
         r = self.ok(big)
         self.assertError(r, 413, "invalid_request")
 
+    def test_body_at_limit_with_large_headers_is_served(self):
+        # libmicrohttpd's per-connection pool holds the headers; the body goes to
+        # the broker's own buffer. A body just under max_body (16 KiB) together
+        # with 8 KB of headers must still reach the exchange, whole.
+        token = self.issuer.mint()
+        tail = f"&grant_type={GRANT}&subject_token={token}&subject_token_type={JWT_TYPE}&audience=web-deploy-prod"
+        body = "pad=" + "p" * (16 * 1024 - len(tail) - 4) + tail
+        self.assertEqual(len(body), 16 * 1024)
+        r = requests.post(self.broker.url + "/v1/token", data=body,
+                          headers={"Content-Type": "application/x-www-form-urlencoded",
+                                   "X-Trace": "t" * 8000})
+        # the parameters sit at the very end: only a whole body makes this an allow
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertIn("access_token", r.json())
+
     def test_oversize_chunked_413(self):
         def gen():
             for _ in range(40):
