@@ -131,9 +131,19 @@ static int load_all(const char *path, bool show_all, struct broker_config **ret_
 		fprintf(stderr, "cibroker policy: out of memory\n");
 		return 1;
 	}
-	r = config_load(path, d, &cfg);
-	if (r == BROKER_OK)
+	/* check goes on to the policies even when the config broke rules, so
+	 * one run lists every error; test and explain need a sound config. */
+	r = show_all ? config_load_partial(path, d, &cfg) : config_load(path, d, &cfg);
+	if (r == BROKER_OK) {
 		r = policy_set_load(cfg, d, &set);
+	} else if (r == BROKER_ERR_CONFIG && cfg) {
+		if (policy_set_load(cfg, d, &set) == BROKER_ERR_NOMEM)
+			r = BROKER_ERR_NOMEM;
+		policy_set_free(set);
+		set = NULL;
+		config_free(cfg);
+		cfg = NULL;
+	}
 	if (r == BROKER_OK && diag_errors(d) == 0)
 		rc = 0;
 	else if (r == BROKER_OK)

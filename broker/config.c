@@ -961,7 +961,7 @@ static char *config_dir(const char *path)
 }
 
 
-enum broker_err config_load(const char *path, struct diag *d, struct broker_config **ret)
+static enum broker_err load(const char *path, struct diag *d, bool partial, struct broker_config **ret)
 {
 	struct loader l = {.path = path, .d = d};
 	struct broker_config *cfg = calloc(1, sizeof(*cfg));
@@ -995,12 +995,22 @@ enum broker_err config_load(const char *path, struct diag *d, struct broker_conf
 	err = l.nomem ? BROKER_ERR_NOMEM : diag_errors(d) > errors_before ? BROKER_ERR_CONFIG : BROKER_OK;
 out:
 	free(l.dir);
-	if (err == BROKER_OK) {
+	if (err == BROKER_OK || (partial && err == BROKER_ERR_CONFIG && cfg && cfg->doc)) {
 		*ret = cfg;
 		cfg = NULL;
 	}
 	config_free(cfg);
 	return err;
+}
+
+enum broker_err config_load(const char *path, struct diag *d, struct broker_config **ret)
+{
+	return load(path, d, false, ret);
+}
+
+enum broker_err config_load_partial(const char *path, struct diag *d, struct broker_config **ret)
+{
+	return load(path, d, true, ret);
 }
 
 void config_free(struct broker_config *cfg)

@@ -143,9 +143,11 @@ static enum broker_err h_issuer(struct load_ctx *ctx, const struct doc_node *key
 
 		known[0] = '\0';
 		for (size_t i = 0; i < cfg->n_issuers && o < sizeof(known); i++)
-			o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", i ? ", " : "", cfg->issuers[i].name);
+			if (cfg->issuers[i].name) /* NULL: a config entry with errors */
+				o += (size_t)snprintf(known + o, sizeof(known) - o, "%s%s", o ? ", " : "",
+						      cfg->issuers[i].name);
 		diag_error(ctx->d, ctx->file, val->line, val->col, "unknown issuer '%s' (the config defines: %s)",
-			   ctx->p->issuer, cfg->n_issuers ? known : "none");
+			   ctx->p->issuer, o ? known : "none");
 		return BROKER_ERR_CONFIG;
 	}
 	ctx->p->issuer_idx = (size_t)(ic - cfg->issuers);

@@ -89,6 +89,10 @@ struct broker_config {
  * Every problem goes to d as FILE:LINE:COL; any error -> BROKER_ERR_CONFIG.
  * Checks keys' file modes (group/world-readable signing keys are refused). */
 enum broker_err config_load(const char *path, struct diag *d, struct broker_config **ret);
+/* As config_load, but a file that parsed and only broke rules (BROKER_ERR_CONFIG)
+ * still yields what was read, so `policy check` can go on to the policies and
+ * report their errors in the same run. Never serve such a config. */
+enum broker_err config_load_partial(const char *path, struct diag *d, struct broker_config **ret);
 void config_free(struct broker_config *cfg);
 /* The defaults config_load starts from (also for configs built in memory,
  * as `cibroker dev` does). */

@@ -101,6 +101,15 @@ expect 1 "check with a missing policies directory" -- "$cb" policy check --confi
 has "$tmp/err" "$tmp/missing.yaml:" "missing dir names the config"
 has "$tmp/err" "cannot open policies directory" "missing dir message"
 
+# a config that breaks rules still has its policies checked: one run, every error
+sed -e 's|^  path: "-"|  path: "-"\n  sync: sometimes|' -e 's|actor: \[evil-bot\]|actor: {regex: "a)"}|' \
+	"$tmp/bad.yaml" >"$tmp/badcfg.yaml"
+expect 1 "check of a broken config and broken policies" -- "$cb" policy check --config "$tmp/badcfg.yaml"
+has "$tmp/err" "audit.sync: must be 'always' or 'none', not 'sometimes'" "config error"
+has "$tmp/err" "$tmp/bad/a.yaml:10:42: condition on 'ref': bad regex: unmatched ')'" "policy error despite config error"
+has "$tmp/err" "$tmp/badcfg.yaml:12:22: condition on 'actor': bad regex" "issuer deny error despite config error"
+has "$tmp/err" "policy check failed: 8 errors" "every error counted"
+
 mkdir "$tmp/allowall"
 printf 'name: any\nissuer: github\nallow: {repository: "*"}\ncredential: {type: jwt, audience: x}\n' >"$tmp/allowall/p.yaml"
 mkcfg allowall.yaml "$tmp/allowall"
