@@ -12,6 +12,7 @@
 #include "cibroker/cli.h"
 #include "cibroker/config.h"
 #include "cibroker/diag.h"
+#include "cibroker/keys.h"
 #include "cibroker/policy.h"
 #include "cibroker/util.h"
 
@@ -134,6 +135,19 @@ static int load_all(const char *path, bool show_all, struct broker_config **ret_
 	/* check goes on to the policies even when the config broke rules, so
 	 * one run lists every error; test and explain need a sound config. */
 	r = show_all ? config_load_partial(path, d, &cfg) : config_load(path, d, &cfg);
+	if (cfg && cfg->n_signing_keys) {
+		/* the key files' contents too, as serve reads them at start (with
+		 * no keys listed, the config has said why already) */
+		struct broker_signing_keys *keys = NULL;
+		enum broker_err kr = signing_keys_load(cfg->signing_keys, cfg->n_signing_keys, cfg->path,
+						       cfg->signing_key_pos, d, &keys);
+
+		signing_keys_free(keys);
+		if (kr == BROKER_ERR_NOMEM)
+			r = kr;
+		else if (kr != BROKER_OK && r == BROKER_OK)
+			r = BROKER_ERR_CONFIG;
+	}
 	if (r == BROKER_OK) {
 		r = policy_set_load(cfg, d, &set);
 	} else if (r == BROKER_ERR_CONFIG && cfg) {

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,9 @@
 #include "cibroker/http.h"
 #include "cibroker/issuer.h"
 #include "cibroker/keys.h"
+#include "cibroker/policy.h"
 #include "cibroker/util.h"
+#include "runtime.h"
 
 static void log_line(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(const char *level, const char *fmt, ...)
@@ -426,7 +429,7 @@ static void print_minted_claims(const char *answer)
 
 /* The walkthrough a new user sees: a dev ID token exchanged for a deploy
  * credential through the real HTTP path, then the commands to do it again. */
-static void dev_demo(const char *public_url, const char *audience)
+static void dev_demo(const char *public_url, const char *audience, const char *shape)
 {
 	struct broker_buf tok = {.max = 1 << 20}, ans = {.max = 1 << 20};
 	char url[512], *esc = NULL, *form = NULL, self[PATH_MAX];
@@ -440,7 +443,7 @@ static void dev_demo(const char *public_url, const char *audience)
 	else
 		snprintf(self, sizeof(self), "cibroker");
 
-	snprintf(url, sizeof(url), "%s/dev/token", public_url);
+	snprintf(url, sizeof(url), "%s/dev/token%s", public_url, shape);
 	if (!c || http_post(url, "", &tok) != 200 || !tok.data)
 		goto out;
 	esc = curl_easy_escape(c, tok.data, (int)tok.len);
@@ -458,14 +461,15 @@ static void dev_demo(const char *public_url, const char *audience)
 out:
 	fprintf(stderr,
 		"\n== Try it yourself ==\n"
-		"TOKEN=$(curl -s -X POST %s/dev/token)        # GitHub-shaped; -d '{\"ref\":\"refs/heads/x\"}' overrides claims\n"
+		"TOKEN=$(curl -s -X POST '%s/dev/token%s')        # %s-shaped; -d '{\"ref\":\"refs/heads/x\"}' overrides claims\n"
 		"curl -s %s/v1/token \\\n"
 		"  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\\n"
 		"  -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \\\n"
 		"  -d audience=%s --data-urlencode subject_token=\"$TOKEN\"\n"
 		"# or with the CI-side client:\n"
-		"curl -s -X POST %s/dev/token | '%s' exchange --broker %s --audience %s --format json\n\n",
-		public_url, public_url, audience, public_url, self, public_url, audience);
+		"curl -s -X POST '%s/dev/token%s' | '%s' exchange --broker %s --audience %s --format json\n\n",
+		public_url, shape, *shape ? "GitLab" : "GitHub", public_url, audience, public_url, shape, self, public_url,
+		audience);
 	if (esc)
 		curl_free(esc);
 	free(form);
@@ -481,6 +485,43 @@ static void dev_usage(FILE *out)
 		     "Try the broker: an in-memory signing key, a dev issuer under /dev/ on the same\n"
 		     "listener, the example policies and the audit log on stdout. Not for production:\n"
 		     "`serve` never enables the dev issuer. ADDR defaults to 127.0.0.1:8080.\n");
+}
+
+/* The dev issuer mints tokens for anyone who asks: loopback only, and an
+ * explicit port, since the printed commands and the issuer URL name it. */
+static bool dev_listen_ok(const char *listen)
+{
+	struct sockaddr_storage ss;
+	unsigned len;
+	const char *why;
+	bool loopback = false;
+	in_port_t port = 0;
+
+	if (broker_parse_listen(listen, &ss, &len, &why) != BROKER_OK) {
+		fprintf(stderr, "cibroker dev: --listen '%s': %s\n", listen, why);
+		return false;
+	}
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+
+		loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+		port = ntohs(a->sin_port);
+	} else {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+
+		loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+		port = ntohs(a->sin6_port);
+	}
+	if (!loopback) {
+		fprintf(stderr, "cibroker dev: --listen '%s': dev mode listens on loopback only (127.0.0.0/8, [::1], "
+				"localhost): its dev issuer mints tokens for anyone\n", listen);
+		return false;
+	}
+	if (port == 0) {
+		fprintf(stderr, "cibroker dev: --listen '%s': needs an explicit port, not 0\n", listen);
+		return false;
+	}
+	return true;
 }
 
 int cmd_dev(int argc, char **argv)
@@ -521,6 +562,8 @@ int cmd_dev(int argc, char **argv)
 		dev_usage(stderr);
 		return 2;
 	}
+	if (!dev_listen_ok(listen))
+		return 2;
 	block_signals(&set);
 	snprintf(public_url, sizeof(public_url), "http://%s", listen);
 	d = diag_new();
@@ -553,8 +596,18 @@ int cmd_dev(int argc, char **argv)
 		 "in-memory signing key, audit on stdout");
 	if (!wait_ready(st, 10))
 		log_line("warning", "issuer keys not fetched yet");
-	if (demo)
-		dev_demo(public_url, audience);
+	if (demo) {
+		/* the dev issuer is both github and gitlab: mint the shape the policy wants */
+		const struct broker_policy *p;
+		const char *iss;
+
+		snap = state_acquire(st);
+		p = runtime_find_policy(snap, audience);
+		iss = p ? policy_issuer(p) : NULL;
+		dev_demo(public_url, audience, iss && strcmp(iss, "gitlab") == 0 ? "?shape=gitlab" : "");
+		snapshot_unref(snap);
+		snap = NULL;
+	}
 	struct listener l = {.srv = srv};
 	rc = run_until_stopped(st, &l, &set, NULL);
 	srv = NULL;

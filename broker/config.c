@@ -13,10 +13,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "cibroker/util.h"
 
 #define CONFIG_MAX_ISSUERS 256
+#define CONFIG_MAX_SIGNING_KEYS 16 /* as keys.c's SIGNING_KEYS_MAX */
 #define CONFIG_MAX_LIST 64 /* signing keys, audiences, algorithms */
 #define CONFIG_MAX_STRING 4096
 
@@ -406,33 +410,15 @@ static void parse_audit_path(struct loader *l, const struct key_entry *e, const 
 static void parse_listen(struct loader *l, const struct key_entry *e, const char *name, const struct doc_node *v,
 			 void *dst)
 {
-	const char *s = want_string(l, name, v), *port;
-	char *end;
-	long n;
+	const char *s = want_string(l, name, v), *why;
 
 	if (!s)
 		return;
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-
-		port = close && close[1] == ':' && close > s + 1 ? close + 2 : NULL;
-	} else {
-		port = strchr(s, ':');
-		if (port && (port == s || strchr(port + 1, ':')))
-			port = NULL;
-		else if (port)
-			port++;
+	if (broker_parse_listen(s, NULL, NULL, &why) != BROKER_OK) {
+		cfg_error(l, v, "%s: '%.200s': %s", name, s, why);
+		return;
 	}
-	if (!port || !*port || *port == '+' || *port == '-' || strpbrk(s, " \t/"))
-		goto bad;
-	errno = 0;
-	n = strtol(port, &end, 10);
-	if (errno || *end || n < 0 || n > 65535)
-		goto bad;
 	set_string(l, dst, s);
-	return;
-bad:
-	cfg_error(l, v, "%s: must be HOST:PORT or [IPV6]:PORT, not '%.200s'", name, s);
 }
 
 static void parse_redis_url(struct loader *l, const struct key_entry *e, const char *name,
@@ -499,6 +485,10 @@ static void parse_signing_keys(struct loader *l, const struct key_entry *e, cons
 
 	if (!want_list(l, name, v))
 		return;
+	if (v->n == 0 || v->n > CONFIG_MAX_SIGNING_KEYS) {
+		cfg_error(l, v, "%s: needs 1 to %d key files, not %zu", name, CONFIG_MAX_SIGNING_KEYS, v->n);
+		return;
+	}
 	cfg->signing_keys = calloc(v->n, sizeof(*cfg->signing_keys));
 	cfg->signing_key_pos = calloc(v->n, sizeof(*cfg->signing_key_pos));
 	if (!cfg->signing_keys || !cfg->signing_key_pos) {
@@ -917,6 +907,37 @@ static void parse_issuers(struct loader *l, const struct key_entry *e, const cha
 
 /* ---- checks across keys, after the whole file was read ---- */
 
+/* What serve hands to the TLS library at start, read now so that a wrong
+ * file is named with its position rather than as a listener that failed. */
+static void check_tls_pair(struct loader *l, const char *cert_path, const char *key_path)
+{
+	const struct doc_node *cn = doc_map_get(l->tls_node, "cert"), *kn = doc_map_get(l->tls_node, "key");
+	BIO *b;
+	X509 *cert;
+	EVP_PKEY *key;
+
+	if (access(cert_path, R_OK) != 0 || access(key_path, R_OK) != 0)
+		return; /* said already */
+	b = BIO_new_file(cert_path, "r");
+	cert = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	if (!cert) {
+		ERR_clear_error();
+		cfg_error(l, cn, "tls.cert: '%.200s' holds no PEM certificate", cert_path);
+		return;
+	}
+	b = BIO_new_file(key_path, "r");
+	key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	if (!key)
+		cfg_error(l, kn, "tls.key: '%.200s' holds no PEM private key (encrypted keys are not supported)", key_path);
+	else if (X509_check_private_key(cert, key) != 1)
+		cfg_error(l, kn, "tls.key: '%.200s' is not the key of the certificate in tls.cert", key_path);
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	ERR_clear_error();
+}
+
 static void finish(struct loader *l, const struct doc_node *root)
 {
 	struct broker_config *cfg = l->cfg;
@@ -924,6 +945,8 @@ static void finish(struct loader *l, const struct doc_node *root)
 	if (l->tls_node && l->tls_node->kind == DOC_MAP &&
 	    !doc_map_get(l->tls_node, "cert") != !doc_map_get(l->tls_node, "key"))
 		cfg_error(l, l->tls_node, "tls: needs both 'cert' and 'key'");
+	else if (cfg->tls_cert && cfg->tls_key)
+		check_tls_pair(l, cfg->tls_cert, cfg->tls_key);
 	/* default burst: one second's worth of requests, at least one */
 	if (l->per_ip_node && cfg->burst_per_ip == 0)
 		cfg->burst_per_ip = cfg->rate_per_ip < 1 ? 1 : (double)(long long)(cfg->rate_per_ip + 0.999999);

@@ -506,46 +506,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	request_free(r);
 }
 
-static enum broker_err parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sl)
-{
-	char host[256];
-	const char *port;
-	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
-	struct addrinfo *ai = NULL;
-	size_t n;
-
-	if (listen[0] == '[') {
-		const char *end = strchr(listen, ']');
-
-		if (!end || end[1] != ':')
-			return BROKER_ERR_INVALID;
-		n = (size_t)(end - listen - 1);
-		port = end + 2;
-		if (n >= sizeof(host))
-			return BROKER_ERR_INVALID;
-		memcpy(host, listen + 1, n);
-	} else {
-		const char *colon = strrchr(listen, ':');
-
-		if (!colon)
-			return BROKER_ERR_INVALID;
-		n = (size_t)(colon - listen);
-		port = colon + 1;
-		if (n >= sizeof(host))
-			return BROKER_ERR_INVALID;
-		memcpy(host, listen, n);
-	}
-	host[n] = '\0';
-	if (strcmp(host, "localhost") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
-		return BROKER_ERR_INVALID;
-	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-	*sl = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	return BROKER_OK;
-}
-
 /* Is the address free for a listener that is not a reload's replacement?
  * Probed with a plain bind (SO_REUSEADDR only, as a restart after a crash
  * must not wait out TIME_WAIT): it fails with EADDRINUSE while anyone listens
@@ -588,8 +548,7 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 
 	if (!srv)
 		return BROKER_ERR_NOMEM;
-	if (parse_listen(opt->listen, &ss, &sl) != BROKER_OK) {
-		*ret_reason = "listen address must be HOST:PORT or [V6]:PORT";
+	if (broker_parse_listen(opt->listen, &ss, &sl, ret_reason) != BROKER_OK) {
 		free(srv);
 		return BROKER_ERR_INVALID;
 	}

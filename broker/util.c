@@ -5,11 +5,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +184,66 @@ enum broker_err broker_random(void *out, size_t n)
 {
 	if (n > INT_MAX || RAND_bytes(out, (int)n) != 1)
 		return BROKER_ERR_CRYPTO;
+	return BROKER_OK;
+}
+
+enum broker_err broker_parse_listen(const char *listen, struct sockaddr_storage *ss, unsigned *sslen,
+				    const char **why)
+{
+	struct sockaddr_in v4 = {.sin_family = AF_INET};
+	struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};
+	const char *port, *end;
+	char host[INET6_ADDRSTRLEN];
+	size_t n;
+	long p;
+	char *pend;
+	bool bracket = listen[0] == '[';
+
+	*why = "must be HOST:PORT or [IPV6]:PORT";
+	if (bracket) {
+		end = strchr(listen, ']');
+		if (!end || end[1] != ':')
+			return BROKER_ERR_INVALID;
+		n = (size_t)(end - listen - 1);
+		port = end + 2;
+		listen++;
+	} else {
+		end = strchr(listen, ':');
+		if (!end || strchr(end + 1, ':'))
+			return BROKER_ERR_INVALID; /* a bare IPv6 address needs brackets */
+		n = (size_t)(end - listen);
+		port = end + 1;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return BROKER_ERR_INVALID;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	if (!*port || !(*port >= '0' && *port <= '9'))
+		return BROKER_ERR_INVALID;
+	errno = 0;
+	p = strtol(port, &pend, 10);
+	if (errno || *pend || p < 0 || p > 65535) {
+		*why = "port must be 0-65535";
+		return BROKER_ERR_INVALID;
+	}
+	if (bracket ? inet_pton(AF_INET6, host, &v6.sin6_addr) != 1
+		    : strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, &v4.sin_addr) != 1) {
+		*why = bracket ? "not an IPv6 address between [ ]"
+			       : "HOST must be an IPv4 address in dotted form, or localhost";
+		return BROKER_ERR_INVALID;
+	}
+	if (strcmp(host, "localhost") == 0)
+		v4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (ss && bracket) {
+		v6.sin6_port = htons((uint16_t)p);
+		memcpy(ss, &v6, sizeof(v6));
+		*sslen = sizeof(v6);
+	} else if (ss) {
+		v4.sin_port = htons((uint16_t)p);
+		memcpy(ss, &v4, sizeof(v4));
+		*sslen = sizeof(v4);
+	}
+	*why = NULL;
 	return BROKER_OK;
 }
 

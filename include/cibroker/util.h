@@ -44,6 +44,13 @@ enum broker_err broker_parse_duration(const char *s, int64_t *ret);
 /* "16384", "16KiB", "1MiB", "16K", "1M", "1G", "1GiB" -> bytes. */
 enum broker_err broker_parse_size(const char *s, size_t *ret);
 
+/* A listen address: "IPV4:PORT", "[IPV6]:PORT" or "localhost:PORT" (127.0.0.1),
+ * addresses in numeric form only, port 0-65535. ss may be NULL (check only).
+ * BROKER_ERR_INVALID with *why saying what is wrong. */
+struct sockaddr_storage;
+enum broker_err broker_parse_listen(const char *listen, struct sockaddr_storage *ss, unsigned *sslen,
+				    const char **why);
+
 /* Wall clock in seconds / microseconds since the epoch. */
 int64_t broker_now(void);
 int64_t broker_now_us(void);

@@ -131,6 +131,82 @@ limits: {{max_body: lots}}
         for needle in (":1:", ":7:", ":8:", ":9:"):
             self.assertTrue(any(needle in l for l in lines), f"{needle} in {r.stderr}")
 
+    def test_listen_address_refused_with_position(self):
+        tmp = tempfile.mkdtemp()
+        key = self.base(tmp)
+        for listen, why in (("300.0.0.1:8080", "IPv4 address"), ("example.com:8080", "IPv4 address"),
+                            ("*:8080", "IPv4 address"), ("[127.0.0.1]:8080", "IPv6 address"),
+                            ("127.0.0.1:70000", "0-65535"), ("::1:8080", "HOST:PORT")):
+            path = self.write_config(tmp, f'listen: "{listen}"\npublic_url: https://b.example\n'
+                                     f"signing: {{keys: [{key}]}}\npolicies: policies\n")
+            for cmd in (["serve"], ["policy", "check"]):
+                r = run(*cmd, "--config", path)
+                self.assertEqual(r.returncode, 1, (listen, cmd))
+                self.assertIn(f"{path}:1:9: listen: '{listen}'", r.stderr)
+                self.assertIn(why, r.stderr)
+
+    def test_policy_check_reads_what_serve_reads_at_start(self):
+        # key contents and the TLS pair: a check that passes must not leave serve to fail
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        import datetime
+        tmp = tempfile.mkdtemp()
+        key = self.base(tmp)
+
+        def pair(name):
+            k = ec.generate_private_key(ec.SECP256R1())
+            subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+            now = datetime.datetime.now(datetime.timezone.utc)
+            cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(k.public_key())
+                    .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                    .sign(k, hashes.SHA256()))
+            c, kp = os.path.join(tmp, name + ".crt"), os.path.join(tmp, name + ".key")
+            with open(c, "wb") as f:
+                f.write(cert.public_bytes(serialization.Encoding.PEM))
+            fd = os.open(kp, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+            os.close(fd)
+            return c, kp
+
+        c1, k1 = pair("a")
+        c2, k2 = pair("b")
+        junk = os.path.join(tmp, "junk.pem")
+        fd = os.open(junk, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"garbage\n")
+        os.close(fd)
+        base = f"public_url: https://b.example\npolicies: policies\naudit: {{path: {tmp}/audit.jsonl}}\n"
+        cases = [
+            (f"signing: {{keys: [{key}]}}\ntls: {{cert: {c1}, key: {k1}}}\n", None),
+            (f"signing: {{keys: [{key}, {junk}]}}\n", ":4:"),
+            (f"signing: {{keys: [{key}, {key}]}}\n", "same key as an earlier entry"),
+            (f"signing: {{keys: [{', '.join([key] * 17)}]}}\n", "needs 1 to 16 key files, not 17"),
+            (f"signing: {{keys: [{key}]}}\ntls: {{cert: {c1}, key: {k2}}}\n", "is not the key of the certificate"),
+            (f"signing: {{keys: [{key}]}}\ntls: {{cert: {junk}, key: {k1}}}\n", "holds no PEM certificate"),
+            (f"signing: {{keys: [{key}]}}\ntls: {{cert: {c1}, key: {junk}}}\n", "holds no PEM private key"),
+        ]
+        for body, needle in cases:
+            path = self.write_config(tmp, base + body)
+            r = run("policy", "check", "--config", path)
+            if needle is None:
+                self.assertEqual(r.returncode, 0, r.stderr)
+                continue
+            self.assertEqual(r.returncode, 1, (body, r.stderr))
+            self.assertIn(needle, r.stderr)
+            self.assertRegex(r.stderr, re.escape(path) + r":\d+:\d+: ")
+            s = run("serve", "--config", path)
+            self.assertEqual(s.returncode, 1, (body, s.stderr))
+            self.assertIn(needle, s.stderr)
+
+    def test_dev_listen_loopback_and_explicit_port(self):
+        for listen, why in (("0.0.0.0:18110", "loopback only"), ("[::2]:18110", "loopback only"),
+                            ("127.0.0.1:0", "explicit port"), ("127.0.0.1:99999", "0-65535"),
+                            ("bogus", "HOST:PORT"), ("127.0.0.1", "HOST:PORT")):
+            r = run("dev", "--listen", listen, "--no-demo")
+            self.assertEqual(r.returncode, 2, (listen, r.stderr))
+            self.assertIn(why, r.stderr)
+
     def test_keygen_mode_and_kid(self):
         tmp = tempfile.mkdtemp()
         p = os.path.join(tmp, "new.pem")
