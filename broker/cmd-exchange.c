@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -189,6 +190,16 @@ static int parse_options(int argc, char **argv, struct options *o)
 		fprintf(stderr, PROG ": --broker must be https://, or http:// to a loopback host: '%s'\n", o->broker);
 		return CLIENT_EXIT_USAGE;
 	}
+	if (strpbrk(o->broker, "?#")) {
+		/* paths are appended to it: a query or fragment would swallow them */
+		fprintf(stderr, PROG ": --broker must be the broker's base URL, without ?query or #fragment: '%s'\n",
+			o->broker);
+		return CLIENT_EXIT_USAGE;
+	}
+	if (o->ca_file && access(o->ca_file, R_OK) != 0) {
+		fprintf(stderr, PROG ": --ca-file '%s': %s\n", o->ca_file, strerror(errno));
+		return CLIENT_EXIT_USAGE;
+	}
 	if (!*o->audience || strlen(o->audience) > MAX_AUDIENCE) {
 		fprintf(stderr, PROG ": --audience must be 1 to %d characters\n", MAX_AUDIENCE);
 		return CLIENT_EXIT_USAGE;
@@ -363,7 +374,12 @@ static int get_id_token(struct client *c, const struct options *o, char **ret)
 			print_failure(c, err, why);
 			return client_exit_code(err);
 		}
-		return CLIENT_EXIT_OK;
+		rc = check_id_token(*ret, "the GitHub Actions token endpoint");
+		if (rc != CLIENT_EXIT_OK) {
+			broker_secret_free(*ret);
+			*ret = NULL;
+		}
+		return rc;
 	}
 	if (env_set(env_name))
 		return token_from_env(env_name, ret);
@@ -495,6 +511,22 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* Empty, or its last byte a newline. Unreadable: assume so, as writing
+ * works on the descriptor opened before the exchange. */
+static bool ends_with_newline(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char last = '\n';
+
+	if (fd < 0)
+		return true;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
+		last = '\n';
+	close(fd);
+	return last == '\n';
+}
+
 /* Mask first, so the runner redacts the values before anything can echo
  * them; then append NAME<<DELIMITER / value / DELIMITER blocks to
  * $GITHUB_ENV in one write, with a random delimiter absent from every name
@@ -526,9 +558,12 @@ static int write_github_env(int fd, const struct credential *cred)
 	} while (clash);
 	for (size_t i = 0; i < cred->n_vars; i++)
 		cap += strlen(cred->vars[i].name) + strlen(cred->vars[i].value) + 2 * sizeof(delim) + 8;
+	cap++; /* a leading newline */
 	buf = malloc(cap);
 	if (!buf)
 		goto out;
+	if (!ends_with_newline(path))
+		buf[len++] = '\n'; /* a file whose last line is unterminated would swallow our first name */
 	for (size_t i = 0; i < cred->n_vars; i++)
 		len += (size_t)snprintf(buf + len, cap - len, "%s<<%s\n%s\n%s\n", cred->vars[i].name, delim,
 					cred->vars[i].value, delim);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -504,9 +505,10 @@ bool broker_url_is_loopback(const char *url)
 	size_t n;
 	struct in_addr a4;
 
-	if (strncmp(url, "http://", 7) == 0)
+	/* scheme and host are case-insensitive (RFC 3986 §3.1, §3.2.2) */
+	if (strncasecmp(url, "http://", 7) == 0)
 		p = url + 7;
-	else if (strncmp(url, "https://", 8) == 0)
+	else if (strncasecmp(url, "https://", 8) == 0)
 		p = url + 8;
 	else
 		return false;
@@ -528,7 +530,7 @@ bool broker_url_is_loopback(const char *url)
 		return false;
 	memcpy(host, p, n);
 	host[n] = '\0';
-	if (strcmp(host, "localhost") == 0)
+	if (strcasecmp(host, "localhost") == 0)
 		return true;
 	if (inet_pton(AF_INET, host, &a4) == 1)
 		return (ntohl(a4.s_addr) >> 24) == 127;
@@ -537,9 +539,12 @@ bool broker_url_is_loopback(const char *url)
 
 bool broker_url_allowed(const char *url)
 {
-	if (strncmp(url, "https://", 8) == 0)
+	for (const char *c = url; *c; c++)
+		if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+			return false; /* no URL has spaces or control characters */
+	if (strncasecmp(url, "https://", 8) == 0)
 		return url[8] != '\0';
-	return strncmp(url, "http://", 7) == 0 && broker_url_is_loopback(url);
+	return strncasecmp(url, "http://", 7) == 0 && broker_url_is_loopback(url);
 }
 
 enum broker_err broker_buf_append(struct broker_buf *b, const void *p, size_t n, size_t limit)

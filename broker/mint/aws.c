@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -132,7 +133,7 @@ enum broker_err aws_create(const char *sts_endpoint, const char *region, const c
 	aws->sigv4 = strdup(buf);
 	if (!aws->endpoint || !aws->region || !aws->sigv4)
 		goto fail;
-	aws->plain_http = strncmp(aws->endpoint, "http://", 7) == 0;
+	aws->plain_http = strncasecmp(aws->endpoint, "http://", 7) == 0;
 	err = aws_identity_configure(aws, profile, &reason);
 	if (err != BROKER_OK)
 		goto fail;

@@ -121,5 +121,6 @@ void broker_jw_value(struct broker_json_writer *w, const json_t *v);
 
 /* Host part of an http(s) URL is loopback (127.0.0.0/8, ::1, localhost). */
 bool broker_url_is_loopback(const char *url);
-/* URL is https://, or http:// to a loopback host. */
+/* URL is https://, or http:// to a loopback host, and has no space or
+ * control character. */
 bool broker_url_allowed(const char *url);

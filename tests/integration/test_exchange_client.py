@@ -174,6 +174,13 @@ class TokenSources(ClientTest):
                 self.assertEqual(res.rc, 0, res.err)
                 self.assert_form(broker.token_requests()[0], tok)
 
+    def test_bad_token_from_actions_is_not_sent(self):
+        actions.reset(value="a b.c.d")
+        res = self.exchange()
+        self.assertEqual(res.rc, 2, res.err)
+        self.assertIn("GitHub Actions", res.err)
+        self.assertEqual(broker.token_requests(), [])
+
     def test_bad_id_tokens_are_usage_errors(self):
         path = os.path.join(self.tmp, "missing")
         for args, stdin in [(("--id-token-file", path), None), ((), ""), ((), "two words\n"),
@@ -313,6 +320,20 @@ class Formats(ClientTest):
         _, b = self.github_env(fb.jwt_ok())
         self.assertNotEqual(re.findall("<<(.*)", a), re.findall("<<(.*)", b))
 
+    def test_github_env_after_an_unterminated_line(self):
+        broker.reset([fb.jwt_ok()])
+        path = os.path.join(self.tmp, "github_env")
+        with open(path, "w") as f:
+            f.write("EARLIER=kept")  # no newline: a step wrote it with printf
+        env = actions_env()
+        env["GITHUB_ENV"] = path
+        res = self.exchange("--format", "github-env", env=env)
+        self.assertEqual(res.rc, 0, res.err)
+        with open(path) as f:
+            content = f.read()
+        self.assertTrue(content.startswith("EARLIER=kept\nCIBROKER_TOKEN<<"), content[:80])
+        self.assertEqual(parse_github_env(content), {"EARLIER": "kept", "CIBROKER_TOKEN": broker.minted[0]})
+
     def test_github_env_needs_the_variable(self):
         res = self.exchange("--format", "github-env")
         self.assertEqual(res.rc, 2)
@@ -450,6 +471,9 @@ class Failures(ClientTest):
             ["--broker", url, "--audience", "p", "--id-token-env", ""],
             ["--broker", url, "--audience"],
             ["--broker", "ftp://127.0.0.1/", "--audience", "p"],
+            ["--broker", url + "/?x=1", "--audience", "p"],
+            ["--broker", url + "#frag", "--audience", "p"],
+            ["--broker", url, "--audience", "p", "--ca-file", os.path.join(self.tmp, "no-such-ca.pem")],
         ]
         for args in cases:
             with self.subTest(args=args):
@@ -458,6 +482,13 @@ class Failures(ClientTest):
                 self.assertNotEqual(res.err, "")
         self.assertEqual(broker.requests, [])
         self.assertEqual(actions.requests, [])
+
+    def test_scheme_and_localhost_are_case_insensitive(self):
+        port = broker.url.rsplit(":", 1)[1]
+        res = self.run_client("--broker", f"HTTP://LOCALHOST:{port}", "--audience", "web-deploy-prod",
+                              env=actions_env())
+        self.assertEqual(res.rc, 0, res.err)
+        self.assertEqual(len(broker.token_requests()), 1)
 
     def test_cleartext_to_remote_broker_refused(self):
         for url in ["http://broker.example.com", "http://10.0.0.7:8080", "http://127.0.0.1.evil.example/",
