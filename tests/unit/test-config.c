@@ -11,6 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "check.h"
 #include "cibroker/config.h"
 #include "cibroker/util.h"
@@ -67,6 +71,31 @@ static void write_file(const char *name, const char *text, mode_t mode)
 		exit(2);
 	}
 	close(fd);
+}
+
+/* A self-signed P-256 certificate and its key, made now: the loader reads
+ * the TLS pair, and no private key is committed. */
+static void write_tls_pair(const char *cert_name, const char *key_name)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *f;
+
+	if (!key || !x || !X509_set_version(x, 2) || !ASN1_INTEGER_set(X509_get_serialNumber(x), 1) ||
+	    !X509_gmtime_adj(X509_getm_notBefore(x), 0) || !X509_gmtime_adj(X509_getm_notAfter(x), 86400) ||
+	    !X509_set_pubkey(x, key) ||
+	    !X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"localhost",
+					-1, -1, 0) ||
+	    !X509_set_issuer_name(x, X509_get_subject_name(x)) || !X509_sign(x, key, EVP_sha256()))
+		exit(2);
+	if (!(f = fopen(path_in(cert_name), "w")) || !PEM_write_X509(f, x) || fclose(f) != 0)
+		exit(2);
+	write_file(key_name, "", 0600);
+	if (!(f = fopen(path_in(key_name), "w")) || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) ||
+	    fclose(f) != 0)
+		exit(2);
+	X509_free(x);
+	EVP_PKEY_free(key);
 }
 
 static bool str_eq(const char *a, const char *b)
@@ -509,12 +538,24 @@ static const struct row rows[] = {
 	  "@F:9:12: issuers[3].name: duplicate issuer name 'gitlab' (first defined at 6:11)"}},
 
 	/* ---- other values ---- */
-	{"listen.yaml", BASE "listen: \"::1:80\"\n", {"@F:3:9: listen: must be HOST:PORT or [IPV6]:PORT, not '::1:80'"}},
-	{"listen2.yaml", BASE "listen: \"h:99999\"\n", {"@F:3:9: listen: must be HOST:PORT or [IPV6]:PORT, not 'h:99999'"}},
-	{"listen3.yaml", BASE "listen: \"h:\"\n", {"@F:3:9: listen: must be HOST:PORT or [IPV6]:PORT, not 'h:'"}},
-	{"listen4.yaml", BASE "listen: \"[]:80\"\n", {"@F:3:9: listen: must be HOST:PORT or [IPV6]:PORT, not '[]:80'"}},
-	{"listen5.yaml", BASE "listen: localhost\n", {"@F:3:9: listen: must be HOST:PORT or [IPV6]:PORT, not 'localhost'"}},
-	{"listen6.yaml", BASE "listen: \"h:+80\"\n", {"@F:3:9: listen: must be HOST:PORT or [IPV6]:PORT, not 'h:+80'"}},
+	{"listen.yaml", BASE "listen: \"::1:80\"\n", {"@F:3:9: listen: '::1:80': must be HOST:PORT or [IPV6]:PORT"}},
+	{"listen2.yaml", BASE "listen: \"127.0.0.1:99999\"\n", {"@F:3:9: listen: '127.0.0.1:99999': port must be 0-65535"}},
+	{"listen3.yaml", BASE "listen: \"h:\"\n", {"@F:3:9: listen: 'h:': must be HOST:PORT or [IPV6]:PORT"}},
+	{"listen4.yaml", BASE "listen: \"[]:80\"\n", {"@F:3:9: listen: '[]:80': must be HOST:PORT or [IPV6]:PORT"}},
+	{"listen5.yaml", BASE "listen: localhost\n", {"@F:3:9: listen: 'localhost': must be HOST:PORT or [IPV6]:PORT"}},
+	{"listen6.yaml", BASE "listen: \"h:+80\"\n", {"@F:3:9: listen: 'h:+80': must be HOST:PORT or [IPV6]:PORT"}},
+	{"listen7.yaml", BASE "listen: \"example.com:80\"\n",
+	 {"@F:3:9: listen: 'example.com:80': HOST must be an IPv4 address in dotted form, or localhost"}},
+	{"listen8.yaml", BASE "listen: \"[127.0.0.1]:80\"\n",
+	 {"@F:3:9: listen: '[127.0.0.1]:80': not an IPv6 address between [ ]"}},
+	{"tlspair.yaml", BASE "tls: {cert: tls.crt, key: other.key}\n",
+	 {"@F:3:27: tls.key: '@D/other.key' is not the key of the certificate in tls.cert"}},
+	{"tlsjunk.yaml", BASE "tls: {cert: junk.crt, key: tls.key}\n",
+	 {"@F:3:13: tls.cert: '@D/junk.crt' holds no PEM certificate"}},
+	{"tlsjunkkey.yaml", BASE "tls: {cert: tls.crt, key: k600.pem}\n",
+	 {"@F:3:27: tls.key: '@D/k600.pem' holds no PEM private key (encrypted keys are not supported)"}},
+	{"url-ctl.yaml", BASE "issuers:\n  - {name: a, issuer: \"https://a.example\\x01\"}\n",
+	 {"@F:4:23: issuers[0].issuer: must be an https:// URL (http:// only for loopback hosts), not 'https://a.example?'"}},
 	{"redis.yaml", BASE "replay: {redis: \"http://r:6379\"}\n",
 	 {"@F:3:17: replay.redis: must be a redis://HOST[:PORT] URL, not 'http://r:6379'"}},
 	{"redis2.yaml", BASE "replay: {redis: \"redis://:6379\"}\n",
@@ -626,8 +667,9 @@ int main(void)
 	write_file("k604.pem", "placeholder\n", 0604);
 	write_file("k620.pem", "placeholder\n", 0620);
 	write_file("k644.pem", "placeholder\n", 0644);
-	write_file("tls.crt", "placeholder\n", 0644);
-	write_file("tls.key", "placeholder\n", 0600);
+	write_tls_pair("tls.crt", "tls.key");
+	write_tls_pair("other.crt", "other.key");
+	write_file("junk.crt", "placeholder\n", 0644);
 	write_file("tls-open.key", "placeholder\n", 0644);
 	write_file("ca.pem", "placeholder\n", 0644);
 	if (mkdir(path_in("dir.pem"), 0700) < 0)

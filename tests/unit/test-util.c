@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +106,35 @@ static void test_urls(void)
 	CHECK(!broker_url_allowed("http://[::2]/"));
 	CHECK(!broker_url_allowed("ftp://127.0.0.1/"));
 	CHECK(!broker_url_allowed("https://"));
+	/* case-insensitive scheme and localhost; no spaces or control characters */
+	CHECK(broker_url_allowed("HTTP://LOCALHOST:8080/"));
+	CHECK(broker_url_allowed("HTTPS://broker.example.com"));
+	CHECK(!broker_url_allowed("HTTP://example.com/"));
+	CHECK(!broker_url_allowed("https://broker.example.com\x01"));
+	CHECK(!broker_url_allowed("https://bro\x7fker.example.com"));
+	CHECK(!broker_url_allowed("https://a b.example.com"));
+	CHECK(!broker_url_allowed("https://a.example.com/\n"));
+}
+
+static void test_listen(void)
+{
+	struct sockaddr_storage ss;
+	unsigned len;
+	const char *why;
+
+	CHECK(broker_parse_listen("127.0.0.1:8080", &ss, &len, &why) == BROKER_OK && ss.ss_family == AF_INET);
+	CHECK(broker_parse_listen("[::1]:0", &ss, &len, &why) == BROKER_OK && ss.ss_family == AF_INET6);
+	CHECK(broker_parse_listen("localhost:1", &ss, &len, &why) == BROKER_OK &&
+	      ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_LOOPBACK) &&
+	      ((struct sockaddr_in *)&ss)->sin_port == htons(1));
+	CHECK(broker_parse_listen("0.0.0.0:65535", NULL, NULL, &why) == BROKER_OK && why == NULL);
+	const char *bad[] = {"", ":80", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:+1",
+			     "127.0.0.1:80x", "::1:80", "[::1]80", "[::1:80", "[127.0.0.1]:80", "*:80", "example.com:80",
+			     "127.1:80", "300.0.0.1:80", "[]:80"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why = NULL;
+		CHECK(broker_parse_listen(bad[i], &ss, &len, &why) == BROKER_ERR_INVALID && why != NULL);
+	}
 }
 
 static void test_misc(void)
@@ -173,6 +205,7 @@ int main(void)
 	test_durations();
 	test_json();
 	test_urls();
+	test_listen();
 	test_misc();
 	return check_done();
 }
