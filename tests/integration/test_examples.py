@@ -210,8 +210,14 @@ class Kubernetes(unittest.TestCase):
             f.write(text)
         return path
 
-    def policy_check(self, config):
-        return subprocess.run([BIN, "policy", "check", "--config", config], capture_output=True, text=True,
+    def policy_check(self, config, as_user=None):
+        """as_user: (uid, gid, groups) to run as, as the pod does (key files
+        must belong to the broker's user or root)."""
+        pre = []
+        if as_user:
+            uid, gid, groups = as_user
+            pre = [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={gid}", f"--groups={groups}", "--"]
+        return subprocess.run(pre + [BIN, "policy", "check", "--config", config], capture_output=True, text=True,
                               timeout=60)
 
     def test_configmap_passes_policy_check(self):
@@ -270,8 +276,13 @@ class Kubernetes(unittest.TestCase):
             self.assertEqual(a.read(), b.read())
         check = os.path.join(tmp, "check")
         os.mkdir(check)
-        self.assertEqual(self.policy_check(self.write_config(check, copy)).returncode, 0)
-        refused = self.policy_check(self.write_config(tempfile.mkdtemp(dir=check), raw))
+        os.chmod(check, 0o755)
+        pod_user = (uid, gid, fs_group)
+        ok = self.policy_check(self.write_config(check, copy), as_user=pod_user)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        other = tempfile.mkdtemp(dir=check)
+        os.chmod(other, 0o755)
+        refused = self.policy_check(self.write_config(other, raw), as_user=pod_user)
         self.assertEqual(refused.returncode, 1)
         self.assertIn("accessible by group or others", refused.stdout + refused.stderr)
 
