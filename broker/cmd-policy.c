@@ -228,10 +228,11 @@ static void decide(const struct broker_config *cfg, const struct broker_policy_s
 		return;
 	}
 	/* A token is only ever evaluated against policies of the issuer that
-	 * verified it: a case whose iss belongs elsewhere would be refused. */
+	 * verified it: a case whose iss belongs elsewhere, or is no string at
+	 * all, would be refused. A case without iss is taken as that issuer's. */
 	ic = config_find_issuer(cfg, policy_issuer(p));
-	if (ic && json_is_string(iss) &&
-	    (json_string_length(iss) != strlen(ic->issuer) ||
+	if (ic && iss &&
+	    (!json_is_string(iss) || json_string_length(iss) != strlen(ic->issuer) ||
 	     memcmp(json_string_value(iss), ic->issuer, json_string_length(iss)) != 0)) {
 		snprintf(out->client, sizeof(out->client), "token issuer is not the policy's issuer '%.100s'",
 			 ic->name);
@@ -342,8 +343,13 @@ static int do_test(struct policy_args *a)
 		fprintf(stderr, "cibroker policy test: no CASE files given\n");
 		return 2;
 	}
-	if (load_all(a->config, false, &cfg, &set, NULL) != 0)
+	if (load_all(a->config, false, &cfg, &set, NULL) != 0) {
+		/* no case can pass against a set that does not load */
+		for (int i = 0; i < a->n_files; i++)
+			printf("FAIL %s: not evaluated: the configuration or policies did not load\n", a->files[i]);
+		printf("0 passed, %d failed\n", a->n_files);
 		return 1;
+	}
 	for (int i = 0; i < a->n_files; i++) {
 		if (run_case(cfg, set, a->files[i], a->verbose) == 1)
 			passed++;

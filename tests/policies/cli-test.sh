@@ -149,6 +149,15 @@ expect 1 "test -v prints audit reasons" -- "$cb" policy test --verbose --config 
 has "$tmp/out" "    audit: policy 'api-deploy-prod' allow condition on claim 'ref'" "audit line"
 expect 1 "test with a broken config" -- "$cb" policy test --config "$tmp/bad.yaml" "$cases/github-push-main.allow.json"
 has "$tmp/err" "unknown issuer 'gitlub'" "test shows load errors"
+if [ "$(tail -n 1 "$tmp/out")" = "0 passed, 1 failed" ]; then ok; else bad "final line with a broken config: $(tail -n 1 "$tmp/out")"; fi
+
+# a case whose iss is not the policy issuer's string is denied, whatever its type
+for iss in '"https://gitlab.com"' null 5 '["https://token.actions.githubusercontent.com"]' '{}'; do
+	/usr/bin/python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["claims"]["iss"]=json.loads(sys.argv[2]); c["expect"]="deny"; json.dump(c, open(sys.argv[3], "w"))' \
+		"$cases/github-push-main.allow.json" "$iss" "$tmp/iss.json"
+	expect 0 "iss $iss denies" -- "$cb" policy test --config "$tmp/good.yaml" "$tmp/iss.json"
+	has "$tmp/out" "not the policy's issuer" "iss $iss reason"
+done
 
 # --- explain ---------------------------------------------------------------
 /usr/bin/python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["claims"]; json.dump(c, open(sys.argv[2], "w"))' \
