@@ -615,13 +615,20 @@ void issuers_adopt_keys(struct broker_issuers *set, const struct broker_issuers 
 {
 	for (size_t i = 0; set && old && i < set->n; i++) {
 		struct broker_issuer *iss = &set->issuers[i], *prev = issuers_find(old, iss->cfg->name);
+		bool same_keys;
 
-		if (!prev || !same_string(prev->cfg->issuer, iss->cfg->issuer) ||
-		    !same_string(prev->cfg->jwks_uri, iss->cfg->jwks_uri) ||
-		    !same_string(prev->cfg->ca_file, iss->cfg->ca_file))
+		if (!prev)
 			continue;
+		same_keys = same_string(prev->cfg->issuer, iss->cfg->issuer) &&
+			    same_string(prev->cfg->jwks_uri, iss->cfg->jwks_uri) &&
+			    same_string(prev->cfg->ca_file, iss->cfg->ca_file);
 		pthread_mutex_lock(&prev->lock);
-		if (prev->jwks) {
+		/* /metrics counters are per issuer name and only ever go up within a
+		 * process: a reload that rebuilds the issuer continues them */
+		iss->stats.refresh_ok = prev->stats.refresh_ok;
+		iss->stats.refresh_failed = prev->stats.refresh_failed;
+		iss->stats.unknown_kid_refetches = prev->stats.unknown_kid_refetches;
+		if (same_keys && prev->jwks) {
 			char *uri = prev->discovered_jwks_uri ? strdup(prev->discovered_jwks_uri) : NULL;
 
 			/* not started yet: nobody else holds iss->lock */

@@ -4,6 +4,7 @@ picked up through an unknown-kid refetch, an outage is served from cached
 keys, a burst of unknown kids costs at most one fetch per interval, a garbage
 JWKS keeps the old keys, and hostile tokens never reach the policy."""
 import concurrent.futures
+import re
 import signal
 import time
 import unittest
@@ -87,6 +88,27 @@ class IssuerIntegrationTest(unittest.TestCase):
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
         m = requests.get(b.url + "/metrics").text
         self.assertIn('cibroker_jwks_refreshes_total{issuer="github",result="failed"}', m)
+
+    def test_refresh_counters_survive_a_reload_that_rebuilds_the_issuer(self):
+        def counts():
+            m = requests.get(b.url + "/metrics").text
+            return {r: int(re.search(r'cibroker_jwks_refreshes_total\{issuer="github",result="%s"\} (\d+)' % r,
+                                     m).group(1)) for r in ("ok", "failed")}
+        b = self.broker(jwks_min_refetch="1s").start()
+        self.issuer.set_jwks_raw(b"{not json")
+        time.sleep(1.1)
+        self.assertEqual(b.exchange(self.issuer.mint(headers={"kid": "nope"}), "web-deploy-prod").status_code, 400)
+        before = counts()
+        self.assertGreaterEqual(before["failed"], 1)
+        b.config["issuers"][0]["jwks_min_refetch"] = "2s"  # a changed issuer is built anew on reload
+        b.write_config()
+        b.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 15
+        while time.time() < deadline and 'reloads_total{result="ok"} 1' not in requests.get(b.url + "/metrics").text:
+            time.sleep(0.1)
+        after = counts()
+        self.assertGreaterEqual(after["failed"], before["failed"], "a counter went down without a restart")
+        self.assertGreaterEqual(after["ok"], before["ok"], "a counter went down without a restart")
 
     def test_https_issuer_with_ca_file(self):
         tls = Issuer(tls=True).start()
