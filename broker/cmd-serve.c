@@ -235,8 +235,13 @@ static int run_until_stopped(struct broker_state *st, struct listener *l, const 
 			reload(st, config_path, l);
 		} else if (sig == SIGUSR1) {
 			enum broker_err err = state_reopen_audit(st);
+			int why = errno; /* of the open that failed */
 
-			log_line(err == BROKER_OK ? "info" : "error", "audit log reopened: %s", broker_strerror(err));
+			if (err == BROKER_OK)
+				log_line("info", "audit log reopened");
+			else
+				log_line("error", "audit log not reopened: %s; still appending to the file it had open",
+					 err == BROKER_ERR_IO && why ? strerror(why) : broker_strerror(err));
 		} else if (sig == SIGTERM || sig == SIGINT) {
 			struct broker_snapshot *s = state_acquire(st);
 			unsigned deadline = (unsigned)snapshot_config(s)->request_deadline * 2;

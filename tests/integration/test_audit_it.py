@@ -160,6 +160,21 @@ done < "$1"; echo "ok $n"'''
         self.assertEqual(len(b.audit_records()), 1)
         self.assertEqual(b.audit_records()[0]["prev"], "0" * 64)
 
+    def test_failed_reopen_keeps_the_open_file_and_says_why(self):
+        b = self.broker().start()
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        os.rename(b.audit_path, b.audit_path + ".1")
+        os.mkdir(b.audit_path)  # the path is now something no log can be
+        b.proc.send_signal(signal.SIGUSR1)
+        deadline = time.time() + 5
+        while time.time() < deadline and "audit log not reopened" not in b.log():
+            time.sleep(0.05)
+        self.assertIn("audit log not reopened: Is a directory; still appending to the file it had open", b.log())
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        with open(b.audit_path + ".1") as f:
+            self.assertEqual(len(f.read().splitlines()), 2)
+        self.assertEqual(chain_ok(b.audit_path + ".1"), 0)
+
 
 if __name__ == "__main__":
     main()
