@@ -56,6 +56,8 @@ static void fail(struct exchange *x, int status, const char *error, const char *
 {
 	x->res->status = status;
 	x->res->error = error;
+	if (status == 503 && x->res->retry_after <= 0)
+		x->res->retry_after = 1; /* every 503 says when to come back; callers may say later */
 	snprintf(x->res->description, sizeof(x->res->description), "%s", client_desc);
 	x->reason = audit_reason ? audit_reason : client_desc;
 }

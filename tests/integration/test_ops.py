@@ -151,6 +151,7 @@ class OpsTest(unittest.TestCase):
         r = b.exchange(self.issuer.mint(), "web-deploy-prod")
         self.assertEqual(r.status_code, 503, r.text)
         self.assertNotIn("access_token", r.text)
+        self.assertEqual(r.headers.get("Retry-After"), "1")
 
     def test_sighup_reload(self):
         b = self.broker().start()
