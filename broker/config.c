@@ -1007,7 +1007,7 @@ static enum broker_err load(const char *path, struct diag *d, bool partial, stru
 	if (err != BROKER_OK)
 		goto out;
 	if (cfg->doc->n_docs == 0) {
-		diag_error(d, path, 0, 0, "empty configuration");
+		diag_error(d, path, 1, 1, "empty configuration");
 		err = BROKER_ERR_CONFIG;
 		goto out;
 	}

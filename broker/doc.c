@@ -382,6 +382,11 @@ enum broker_err doc_load_buffer(const char *name, const char *buf, size_t len, b
 		diag_error(d, name, 0, 0, "file larger than %u MiB", DOC_MAX_FILE >> 20);
 		return BROKER_ERR_CONFIG;
 	}
+	if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
+		/* a UTF-8 byte order mark, as some Windows editors write it: not content */
+		buf += 3;
+		len -= 3;
+	}
 	b.file = calloc(1, sizeof(*b.file));
 	if (!b.file || !(b.file->path = strdup(name ? name : "<input>")))
 		goto out;

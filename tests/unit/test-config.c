@@ -262,8 +262,8 @@ static const struct row rows[] = {
 
 	/* ---- file-level problems ---- */
 	{"missing.yaml", NULL, {"@F: cannot read: no such file"}},
-	{"empty.yaml", "", {"@F: empty configuration"}},
-	{"comment.yaml", "# nothing\n", {"@F: empty configuration"}},
+	{"empty.yaml", "", {"@F:1:1: empty configuration"}},
+	{"comment.yaml", "# nothing\n", {"@F:1:1: empty configuration"}},
 	{"list.yaml", "- a\n- b\n", {"@F:1:1: configuration must be a mapping"}},
 	{"scalar.yaml", "hello\n", {"@F:1:1: configuration must be a mapping"}},
 	{"twodocs.yaml", BASE "---\nlisten: 1.2.3.4:80\n", {"@F:4:1: configuration must be a single YAML document"}},

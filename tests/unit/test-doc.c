@@ -277,9 +277,30 @@ static void test_diag(void)
 	doc_file_free(NULL);
 }
 
+/* A UTF-8 byte order mark is not content, in YAML or JSON; positions after it hold. */
+static void test_bom(void)
+{
+	for (int json = 0; json <= 1; json++) {
+		char *msgs;
+		struct doc_file *f = load(json ? "\xEF\xBB\xBF{\"a\": \"b\",\n\"c\": 1}" : "\xEF\xBB\xBF" "a: b\nc: 1\n",
+					  json, &msgs);
+		const struct doc_node *c;
+
+		CHECK(f != NULL, "%s", msgs);
+		if (f) {
+			CHECK(f->n_docs == 1 && doc_map_get(f->docs[0], "a") != NULL, "bom json=%d", json);
+			c = doc_map_get(f->docs[0], "c");
+			CHECK(c && c->line == 2, "bom json=%d: c at line %d", json, c ? c->line : -1);
+		}
+		doc_file_free(f);
+		free(msgs);
+	}
+}
+
 int main(void)
 {
 	test_diag();
+	test_bom();
 	test_errors();
 	test_depth();
 	test_size();
