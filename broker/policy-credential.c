@@ -25,7 +25,7 @@ static enum broker_err h_ttl(struct load_ctx *ctx, const struct doc_node *key, c
 
 	if (val->kind != DOC_SCALAR || broker_parse_duration(val->str, &ttl) != BROKER_OK) {
 		diag_error(ctx->d, ctx->file, val->line, val->col,
-			   "ttl must be a duration (seconds, or a number with s, m, h)");
+			   "ttl must be a duration (integer seconds, or a number with s, m, h or d: 90s, 5m, 1h)");
 		return BROKER_ERR_CONFIG;
 	}
 	if (ttl < min) {

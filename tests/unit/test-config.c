@@ -439,13 +439,13 @@ static const struct row rows[] = {
 	  "@F:15:23: issuers[1].jwks_min_refetch: must be at most 1h",
 	  "@F:19:20: issuers[2].max_token_age: invalid duration '' (integer seconds, or a number with s, m, h or d: 90s, 5m, 1h)",
 	  "@F:20:19: issuers[2].jwks_refresh: invalid duration '99999999999999999999' (integer seconds, or a number with s, m, h or d: 90s, 5m, 1h)",
-	  "@F:21:20: limits.max_body: invalid size '16 KiB' (integer bytes, or a number with KiB or MiB: 16KiB)",
+	  "@F:21:20: limits.max_body: invalid size '16 KiB' (integer bytes, or a number with B, K/KiB/KB, M/MiB/MB or G/GiB/GB, all powers of 1024: 16KiB)",
 	  "@F:21:37: limits.max_ttl: must be at most 12h",
 	  "@F:22:28: server.request_deadline: must be at least 1s"}},
 	{"size.yaml", BASE "limits: {max_body: 2MiB}\n", {"@F:3:20: limits.max_body: must be at most 1MiB"}},
 	{"size2.yaml", BASE "limits: {max_body: 100}\n", {"@F:3:20: limits.max_body: must be at least 1KiB"}},
 	{"size3.yaml", BASE "limits: {max_body: -5}\n",
-	 {"@F:3:20: limits.max_body: invalid size '-5' (integer bytes, or a number with KiB or MiB: 16KiB)"}},
+	 {"@F:3:20: limits.max_body: invalid size '-5' (integer bytes, or a number with B, K/KiB/KB, M/MiB/MB or G/GiB/GB, all powers of 1024: 16KiB)"}},
 
 	/* ---- https only, except loopback ---- */
 	{"urls.yaml",
