@@ -155,7 +155,8 @@ static const char *regex_shape_problem(const char *s, size_t len)
 		bool quant = false;
 
 		if (s[i] == '\\') {
-			i++;
+			if (++i == len)
+				return "trailing backslash (write \\\\ for a literal one)";
 		} else if (s[i] == '[') {
 			size_t j = i + 1;
 

@@ -296,6 +296,7 @@ static const struct load_case load_cases[] = {
 	{HDR "allow: {r: {regex: \"a(\"}}\n" JWT, "t.yaml:3:20: condition on 'r': bad regex", false, false},
 	{HDR "allow: {r: {regex: \"a)|(b\"}}\n" JWT, "t.yaml:3:20: condition on 'r': bad regex: unmatched ')'", false, false},
 	{HDR "allow: {r: {regex: \"x)\"}}\n" JWT, "bad regex: unmatched ')'", false, false},
+	{HDR "allow: {r: {regex: 'a\\'}}\n" JWT, "t.yaml:3:20: condition on 'r': bad regex: trailing backslash", false, false},
 	{HDR "allow: {r: {regex: \"b(c|d)?++++++++++++++++++++++++++++++++\"}}\n" JWT,
 	 "t.yaml:3:20: condition on 'r': bad regex: a repetition cannot follow another repetition", false, false},
 	{HDR "allow: {r: {regex: \"(a{200}){200}\"}}\n" JWT, "bad regex: pattern too complex", false, false},
