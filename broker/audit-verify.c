@@ -56,6 +56,15 @@ static bool is_hash_hex(const char *s)
 	return i == 64;
 }
 
+static bool prev_is_last(const char *line, size_t len, const char *prev)
+{
+	static const char head[] = "\"prev\":\"";
+	const size_t tail = sizeof(head) - 1 + 64 + 2; /* "prev":"<64 hex>"} */
+
+	return len >= tail && memcmp(line + len - tail, head, sizeof(head) - 1) == 0 &&
+	       memcmp(line + len - tail + sizeof(head) - 1, prev, 64) == 0 && memcmp(line + len - 2, "\"}", 2) == 0;
+}
+
 enum broker_err audit_verify_stream(FILE *f, bool strict, audit_torn_fn *on_torn, void *userdata,
 				    struct audit_verify_report *ret)
 {
@@ -77,8 +86,12 @@ enum broker_err audit_verify_stream(FILE *f, bool strict, audit_torn_fn *on_torn
 			 * record cut short by a crash, or an edit. */
 			if (torn_line || strict) {
 				r.bad_line = torn_line ? torn_line : n;
-				snprintf(r.reason, sizeof(r.reason), "not a JSON record%s",
-					 torn_line ? " and the next line does not chain to it" : " (torn record)");
+				if (torn_line)
+					snprintf(r.reason, sizeof(r.reason),
+						 "not a JSON record, and neither is line %llu: a crash leaves at most one",
+						 (unsigned long long)n);
+				else
+					snprintf(r.reason, sizeof(r.reason), "not a JSON record (torn record)");
 				break;
 			}
 			torn_line = n;
@@ -90,6 +103,11 @@ enum broker_err audit_verify_stream(FILE *f, bool strict, audit_torn_fn *on_torn
 			snprintf(r.reason, sizeof(r.reason), "%s",
 				 torn_line ? "not a JSON record and the next line does not chain to it"
 					   : "not an audit record (no 64-hex \"prev\")");
+		} else if (!torn_line && !prev_is_last(buf, len, prev)) {
+			/* the broker writes prev last: a line that does not end in it was
+			 * rewritten, even if its fields still chain */
+			r.bad_line = n;
+			snprintf(r.reason, sizeof(r.reason), "not as the broker writes it: \"prev\" is not its last field");
 		} else if (strcmp(prev, expect) != 0) {
 			r.bad_line = torn_line ? torn_line : n;
 			if (torn_line)

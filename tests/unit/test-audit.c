@@ -318,7 +318,8 @@ static void test_tamper(void)
 		int order[12];
 		int n;
 		int extra;      /* what -1 stands for: 1 line 3 modified, 2 forged line chained
-				 * to line 4, 3 line `cut` cut in half, 4 a line of garbage */
+				 * to line 4, 3 line `cut` cut in half, 4 a line of garbage,
+				 * 5 line 10 with the same fields, prev moved first */
 		int cut;
 		bool final_nl;
 		uint64_t bad;   /* expected first bad line; 0 = intact */
@@ -335,6 +336,7 @@ static void test_tamper(void)
 		{"garbage line inserted at 3", {0, 1, -1, 2, 3, 4, 5, 6, 7, 8, 9}, 11, 4, 0, true, 3, 0},
 		{"file cut inside its last line", {0, 1, 2, 3, 4, 5, 6, 7, 8, -1}, 10, 3, 9, false, 0, 10},
 		{"last newline missing", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10, 0, 0, false, 0, 0},
+		{"last line rewritten with prev first", {0, 1, 2, 3, 4, 5, 6, 7, 8, -1}, 10, 5, 0, true, 10, 0},
 	};
 	const char *path = tpath("tamper.jsonl");
 
@@ -358,10 +360,17 @@ static void test_tamper(void)
 		int script;
 		FILE *f;
 
-		if (rows[i].extra == 3)
+		if (rows[i].extra == 3) {
 			snprintf(text, sizeof(text), "%.*s", (int)(l.len[rows[i].cut] / 2), l.line[rows[i].cut]);
-		else
+		} else if (rows[i].extra == 5) {
+			/* ...,"prev":"<64 hex>"}  ->  {"prev":"<64 hex>",... } */
+			size_t len = l.len[9], tail = 8 + 64 + 2;
+
+			snprintf(text, sizeof(text), "{%.*s,%.*s}", (int)(tail - 1), l.line[9] + len - tail,
+				 (int)(len - tail - 2), l.line[9] + 1);
+		} else {
 			snprintf(text, sizeof(text), "not json at all");
+		}
 		write_lines(path, &l, rows[i].order, (size_t)rows[i].n, extra, rows[i].final_nl);
 
 		f = fopen(path, "r");
