@@ -46,17 +46,21 @@ static int verify_one(const char *path, bool strict)
 {
 	struct audit_verify_report r;
 	enum broker_err err;
+	int saved;
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
 
 	if (!f) {
 		fprintf(stderr, "cibroker audit: %s: %s\n", path, strerror(errno));
 		return 1;
 	}
+	errno = 0;
 	err = audit_verify_stream(f, strict, report_torn, (void *)path, &r);
+	saved = errno; /* a read error's cause (EISDIR for a directory) */
 	if (f != stdin)
 		fclose(f);
 	if (err != BROKER_OK) {
-		fprintf(stderr, "cibroker audit: %s: %s\n", path, broker_strerror(err));
+		fprintf(stderr, "cibroker audit: %s: %s\n", path,
+			err == BROKER_ERR_IO && saved ? strerror(saved) : broker_strerror(err));
 		return 1;
 	}
 	if (r.bad_line) {

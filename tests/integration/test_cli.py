@@ -207,6 +207,15 @@ limits: {{max_body: lots}}
             self.assertEqual(r.returncode, 2, (listen, r.stderr))
             self.assertIn(why, r.stderr)
 
+    def test_audit_verify_names_why_it_cannot_read(self):
+        tmp = tempfile.mkdtemp()
+        r = run("audit", "verify", tmp)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{tmp}: Is a directory", r.stderr)
+        r = run("audit", "verify", os.path.join(tmp, "missing.jsonl"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("No such file or directory", r.stderr)
+
     def test_keygen_mode_and_kid(self):
         tmp = tempfile.mkdtemp()
         p = os.path.join(tmp, "new.pem")
