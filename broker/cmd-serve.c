@@ -57,9 +57,17 @@ static void block_signals(sigset_t *set)
 
 /* Wait (bounded) until every issuer has keys, so a reload does not swap in
  * a snapshot that would answer 503 while the old one could still serve. */
+/* A stop asked for while signals are blocked, left pending for the loop. */
+static bool stop_pending(void)
+{
+	sigset_t pend;
+
+	return sigpending(&pend) == 0 && (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1);
+}
+
 static bool wait_ready(struct broker_state *st, int seconds)
 {
-	for (int i = 0; i < seconds * 10; i++) {
+	for (int i = 0; i < seconds * 10 && !stop_pending(); i++) {
 		bool ready;
 		char *missing = state_readiness(st, &ready);
 
@@ -599,9 +607,9 @@ int cmd_dev(int argc, char **argv)
 	snap = NULL;
 	log_line("info", "dev mode on %s: dev issuer %s, %s", public_url, devissuer_url(dev),
 		 "in-memory signing key, audit on stdout");
-	if (!wait_ready(st, 10))
+	if (!wait_ready(st, 10) && !stop_pending())
 		log_line("warning", "issuer keys not fetched yet");
-	if (demo) {
+	if (demo && !stop_pending()) {
 		/* the dev issuer is both github and gitlab: mint the shape the policy wants */
 		const struct broker_policy *p;
 		const char *iss;
