@@ -204,11 +204,9 @@ enum broker_err tmpl_render(const struct tmpl *t, const json_t *claims, char **r
 					deny_missing(why, seg->text, " (value contains a NUL byte)");
 					goto out;
 				}
-			} else if (json_is_integer(v)) {
-				n = (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-				s = num;
-			} else {
-				deny_missing(why, seg->text, " (not a string or integer)");
+			} else if (!json_is_number(v) || !claim_scalar_text(v, num, sizeof(num), &s, &n)) {
+				/* numbers as their JSON text, the same text conditions compare */
+				deny_missing(why, seg->text, " (not a string or number)");
 				goto out;
 			}
 		}

@@ -526,6 +526,7 @@ static void test_render_jwt(void)
 	json_t *wrongtype = claims_from("{\"r\": \"x\", \"repository\": [\"acme/web\"], \"environment\": \"prod\", \"run_number\": 1}");
 	json_t *real = claims_from("{\"r\": \"x\", \"repository\": \"a\", \"environment\": \"prod\", \"run_number\": 4.5}");
 	json_t *nul = claims_from("{\"r\": \"x\", \"repository\": \"a\\u0000b\", \"environment\": \"prod\", \"run_number\": 4}");
+	json_t *boolean = claims_from("{\"r\": \"x\", \"repository\": \"a\", \"environment\": \"prod\", \"run_number\": true}");
 	struct policy_jwt_render jr = {0};
 	struct policy_result why;
 	const struct broker_policy *p;
@@ -556,9 +557,15 @@ static void test_render_jwt(void)
 	CHECK(policy_render_jwt(p, wrongtype, &jr, &why) == BROKER_ERR_DENIED &&
 		      strstr(why.audit_reason, "template claim 'repository' missing"),
 	      "array claim denies: %s", why.audit_reason);
-	CHECK(policy_render_jwt(p, real, &jr, &why) == BROKER_ERR_DENIED &&
+	/* a number is a number: a real renders as the JSON text conditions compare */
+	CHECK(policy_render_jwt(p, real, &jr, &why) == BROKER_OK, "real claim renders: %s", why.audit_reason);
+	dump = json_dumps(jr.claims, JSON_COMPACT | JSON_SORT_KEYS);
+	CHECK(dump && strstr(dump, "\"n\":\"4.5\""), "real rendered %s", dump);
+	free(dump);
+	policy_jwt_render_clear(&jr);
+	CHECK(policy_render_jwt(p, boolean, &jr, &why) == BROKER_ERR_DENIED &&
 		      strstr(why.audit_reason, "template claim 'run_number' missing"),
-	      "real claim denies");
+	      "boolean claim denies: %s", why.audit_reason);
 	CHECK(policy_render_jwt(p, nul, &jr, &why) == BROKER_ERR_DENIED, "NUL in a template claim denies");
 
 	p = policy_set_find(set, "nosub");
@@ -573,6 +580,7 @@ out:
 	json_decref(missing);
 	json_decref(wrongtype);
 	json_decref(real);
+	json_decref(boolean);
 	json_decref(nul);
 	policy_set_free(set);
 	diag_free(d);
