@@ -444,13 +444,23 @@ static int parse_credential(const struct client_reply *r, struct credential *cre
 	return CLIENT_EXIT_OK;
 }
 
-/* export NAME='value', with ' written as '\'' : safe for eval in any POSIX
- * shell whatever the value holds. */
+/* export NAME=value, as DESIGN.md writes it. A value with any character
+ * outside [A-Za-z0-9_@%+=:,./-] (JWTs and AWS keys never have one) is
+ * single-quoted, ' written as '\'' : safe for eval in any POSIX shell
+ * whatever it holds; otherwise a plain NAME=value parser reads the value as is. */
 static void print_env(const struct credential *cred)
 {
 	for (size_t i = 0; i < cred->n_vars; i++) {
+		const char *v = cred->vars[i].value;
+		bool plain = *v && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-") ==
+					   strlen(v);
+
+		if (plain) {
+			printf("export %s=%s\n", cred->vars[i].name, v);
+			continue;
+		}
 		printf("export %s='", cred->vars[i].name);
-		for (const char *p = cred->vars[i].value; *p; p++) {
+		for (const char *p = v; *p; p++) {
 			if (*p == '\'')
 				fputs("'\\''", stdout);
 			else

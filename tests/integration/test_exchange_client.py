@@ -239,6 +239,16 @@ class Formats(ClientTest):
         self.assertEqual(len(res.out.splitlines()), 3)
         self.assertEqual(self.shell_eval(res.out, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]),
                          [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]])
+        # shell-safe values come as DESIGN.md's plain `export NAME=value`
+        self.assertEqual(res.out.splitlines(), [f"export AWS_ACCESS_KEY_ID={c['AccessKeyId']}",
+                                                f"export AWS_SECRET_ACCESS_KEY={c['SecretAccessKey']}",
+                                                f"export AWS_SESSION_TOKEN={c['SessionToken']}"])
+
+    def test_env_jwt_plain(self):
+        res = self.exchange("--format", "env")
+        self.assertEqual(res.rc, 0, res.err)
+        self.assertEqual(res.out, f"export CIBROKER_TOKEN={broker.minted[0]}\n")
+        self.assertEqual(self.shell_eval(res.out, ["CIBROKER_TOKEN"]), [broker.minted[0]])
 
     def test_credential_process(self):
         broker.reset([fb.aws_ok()])
