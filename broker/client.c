@@ -463,25 +463,27 @@ out:
 }
 
 enum broker_err client_token_exchange(struct client *c, const char *broker, const char *subject_token,
-				      const char *audience, struct client_reply **ret, char why[CLIENT_WHY_MAX])
+				      const char *audience, const char *requested_token_type,
+				      struct client_reply **ret, char why[CLIENT_WHY_MAX])
 {
 	enum broker_err err = BROKER_ERR_NOMEM;
 	char *url = join_url(broker, "/v1/token");
 	char *tok = curl_easy_escape(c->curl, subject_token, 0);
 	char *aud = curl_easy_escape(c->curl, audience, 0);
+	char *rtt = requested_token_type ? curl_easy_escape(c->curl, requested_token_type, 0) : NULL;
 	char *form = NULL;
 	int form_len = -1;
 	struct client_reply *r = NULL;
 	struct request rq = {.url = url, .broker = true};
 
-	if (!url || !tok || !aud)
+	if (!url || !tok || !aud || (requested_token_type && !rtt))
 		goto out;
 	form_len = asprintf(&form,
 			    "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange"
 			    "&subject_token=%s"
 			    "&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Ajwt"
-			    "&audience=%s",
-			    tok, aud);
+			    "&audience=%s%s%s",
+			    tok, aud, rtt ? "&requested_token_type=" : "", rtt ? rtt : "");
 	if (form_len < 0) {
 		form = NULL;
 		goto out;
@@ -505,6 +507,7 @@ out:
 		curl_free(tok);
 	}
 	curl_free(aud);
+	curl_free(rtt);
 	free(url);
 	return err;
 }

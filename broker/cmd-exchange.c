@@ -665,7 +665,10 @@ int cmd_exchange(int argc, char **argv)
 	rc = get_id_token(c, &o, &id_token);
 	if (rc != CLIENT_EXIT_OK)
 		goto out;
-	err = client_token_exchange(c, o.broker, id_token, o.audience, &reply, why);
+	/* credential-process can only use AWS credentials: asking for them lets
+	 * the broker refuse a jwt policy before it mints anything */
+	err = client_token_exchange(c, o.broker, id_token, o.audience,
+				    o.format == FMT_CREDENTIAL_PROCESS ? TOKEN_TYPE_AWS : NULL, &reply, why);
 	/* The ID token has done its job; it leaves memory before any output. */
 	broker_secret_free(id_token);
 	id_token = NULL;

@@ -66,8 +66,10 @@ enum broker_err client_discover_issuer(struct client *c, const char *broker, cha
 enum broker_err client_actions_id_token(struct client *c, const char *request_url, const char *request_token,
 					const char *audience, char **ret_token, char why[CLIENT_WHY_MAX]);
 
-/* POST BROKER/v1/token (RFC 8693). On BROKER_OK *ret is the 200 answer as
- * received. On a refusal or an exhausted 503 why holds the broker's own
- * fields: "error: error_description (request_id ID)". */
+/* POST BROKER/v1/token (RFC 8693). requested_token_type: NULL to take what
+ * the policy issues. On BROKER_OK *ret is the 200 answer as received. On a
+ * refusal or an exhausted 503 why holds the broker's own fields:
+ * "error: error_description (request_id ID)". */
 enum broker_err client_token_exchange(struct client *c, const char *broker, const char *subject_token,
-				      const char *audience, struct client_reply **ret, char why[CLIENT_WHY_MAX]);
+				      const char *audience, const char *requested_token_type,
+				      struct client_reply **ret, char why[CLIENT_WHY_MAX]);

@@ -281,8 +281,18 @@ class Formats(ClientTest):
         self.assertEqual(p.stdout.split(), [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]])
 
     def test_credential_process_needs_aws(self):
+        # it asks for AWS credentials, so a jwt policy is refused before anything is minted
         res = self.exchange("--format", "credential-process")
-        self.assertEqual(res.rc, 2)
+        self.assertEqual(res.rc, 3, res.err)
+        self.assertEqual(res.out, "")
+        self.assertIn("requested_token_type does not fit", res.err)
+        self.assertEqual(broker.minted, [])
+        self.assertEqual(broker.token_requests()[0]["form"]["requested_token_type"],
+                         ["urn:cibroker:token-type:aws-credentials"])
+        # a broker that ignores requested_token_type and answers a jwt: still no output, exit 2
+        broker.reset([fb.jwt_ok()], ignore_requested_type=True)
+        res = self.exchange("--format", "credential-process")
+        self.assertEqual(res.rc, 2, res.err)
         self.assertEqual(res.out, "")
         self.assertIn("policy 'web-deploy-prod' issued urn:ietf:params:oauth:token-type:jwt", res.err)
 
