@@ -23,7 +23,7 @@ static void usage(FILE *out)
 		"  --version   show the version\n"
 		"\n"
 		"Prints \"FILE: N records, chain intact\" and exits 0, or prints\n"
-		"\"FILE:LINE: chain broken: REASON\" for the first bad line and exits 1.\n"
+		"\"FILE:LINE: chain broken at line LINE: REASON\" for the first bad line and exits 1.\n"
 		"Exit 2 on usage errors.\n");
 }
 
@@ -64,7 +64,8 @@ static int verify_one(const char *path, bool strict)
 		return 1;
 	}
 	if (r.bad_line) {
-		printf("%s:%llu: chain broken: %s\n", path, (unsigned long long)r.bad_line, r.reason);
+		printf("%s:%llu: chain broken at line %llu: %s\n", path, (unsigned long long)r.bad_line,
+		       (unsigned long long)r.bad_line, r.reason);
 		return 1;
 	}
 	if (r.torn)
