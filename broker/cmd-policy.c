@@ -116,6 +116,20 @@ static int parse_args(const char *sub, int argc, char **argv, struct policy_args
 	return 0;
 }
 
+/* The signing key files' contents, as serve reads them at start. With no
+ * keys listed the config has said why already. */
+static enum broker_err check_key_files(const struct broker_config *cfg, struct diag *d)
+{
+	struct broker_signing_keys *keys = NULL;
+	enum broker_err err;
+
+	if (cfg->n_signing_keys == 0)
+		return BROKER_OK;
+	err = signing_keys_load(cfg->signing_keys, cfg->n_signing_keys, cfg->path, cfg->signing_key_pos, d, &keys);
+	signing_keys_free(keys);
+	return err == BROKER_OK || err == BROKER_ERR_NOMEM ? err : BROKER_ERR_CONFIG;
+}
+
 /* Load config and policies. `check` (show_all) prints every diagnostic and a
  * failure summary; test and explain print diagnostics only when the load
  * failed, so a broken set never fails silently. */
@@ -135,18 +149,11 @@ static int load_all(const char *path, bool show_all, struct broker_config **ret_
 	/* check goes on to the policies even when the config broke rules, so
 	 * one run lists every error; test and explain need a sound config. */
 	r = show_all ? config_load_partial(path, d, &cfg) : config_load(path, d, &cfg);
-	if (cfg && cfg->n_signing_keys) {
-		/* the key files' contents too, as serve reads them at start (with
-		 * no keys listed, the config has said why already) */
-		struct broker_signing_keys *keys = NULL;
-		enum broker_err kr = signing_keys_load(cfg->signing_keys, cfg->n_signing_keys, cfg->path,
-						       cfg->signing_key_pos, d, &keys);
+	if (cfg) {
+		enum broker_err kr = check_key_files(cfg, d);
 
-		signing_keys_free(keys);
-		if (kr == BROKER_ERR_NOMEM)
+		if (kr == BROKER_ERR_NOMEM || (kr != BROKER_OK && r == BROKER_OK))
 			r = kr;
-		else if (kr != BROKER_OK && r == BROKER_OK)
-			r = BROKER_ERR_CONFIG;
 	}
 	if (r == BROKER_OK) {
 		r = policy_set_load(cfg, d, &set);
