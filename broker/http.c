@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -107,8 +108,8 @@ static bool server_closing(struct MHD_Connection *c)
 	return k && atomic_load(&k->srv->closing);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *type, char *body, bool secret,
-			     bool no_store, int retry_after, const char *allow)
+static enum MHD_Result reply_ex(struct MHD_Connection *c, int status, const char *type, char *body, bool secret,
+				bool no_store, int retry_after, const char *allow, bool close)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
@@ -136,21 +137,113 @@ static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *t
 	if (allow)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-	if (server_closing(c))
+	if (close || server_closing(c))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, (unsigned)status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
 
-static enum MHD_Result reply_error(struct MHD_Connection *c, int status, const char *error, const char *desc,
-				   const char *allow)
+static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *type, char *body, bool secret,
+			     bool no_store, int retry_after, const char *allow)
+{
+	return reply_ex(c, status, type, body, secret, no_store, retry_after, allow, false);
+}
+
+static enum MHD_Result reply_error_ex(struct MHD_Connection *c, int status, const char *error, const char *desc,
+				      const char *allow, bool close)
 {
 	char id[23];
 
 	if (broker_random_id(id) != BROKER_OK)
 		snprintf(id, sizeof(id), "unavailable");
-	return reply(c, status, "application/json", exchange_error_json(error, desc, id), false, true, 0, allow);
+	return reply_ex(c, status, "application/json", exchange_error_json(error, desc, id), false, true, 0, allow,
+			close);
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, int status, const char *error, const char *desc,
+				   const char *allow)
+{
+	return reply_error_ex(c, status, error, desc, allow, false);
+}
+
+/* ---- request framing ----
+ * libmicrohttpd 0.9.75 takes the first of several Content-Length headers,
+ * serves a body framed by both Transfer-Encoding and Content-Length, keeps
+ * "Name : value" headers under a name with a space, and waits forever on a
+ * transfer coding it does not know. Behind a proxy that frames the same
+ * bytes differently, each is a way to smuggle a request (RFC 9112 §6.1,
+ * §6.3, §5.1), so such a request is refused before its body is read and
+ * the connection is closed after the answer. */
+struct framing {
+	unsigned content_length, transfer_encoding, content_type, host;
+	bool cl_differ, cl_bad, te_unknown, bad_name;
+	const char *cl;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct framing *f = cls;
+
+	(void)kind;
+	if (!key || !value)
+		return MHD_YES;
+	if (strpbrk(key, " \t"))
+		f->bad_name = true;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (!*value || strspn(value, "0123456789") != strlen(value))
+			f->cl_bad = true;
+		if (f->content_length++ && strcmp(f->cl, value) != 0)
+			f->cl_differ = true;
+		f->cl = value;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->transfer_encoding++;
+		if (strcasecmp(value, "chunked") != 0)
+			f->te_unknown = true;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0) {
+		f->content_type++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+		f->host++;
+	}
+	return MHD_YES;
+}
+
+/* NULL, or what is wrong; *status is the answer's code. */
+static const char *framing_problem(struct MHD_Connection *c, const char *version, int *status)
+{
+	struct framing f = {0};
+
+	MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &f);
+	*status = 400;
+	if (f.bad_name)
+		return "header name with a space or tab";
+	if (f.cl_bad)
+		return "malformed Content-Length";
+	if (f.cl_differ)
+		return "conflicting Content-Length headers";
+	if (f.transfer_encoding && f.content_length)
+		return "both Transfer-Encoding and Content-Length";
+	if (f.transfer_encoding > 1 || f.te_unknown) {
+		*status = 501;
+		return "transfer coding not supported (only chunked)";
+	}
+	if (f.content_type > 1)
+		return "more than one Content-Type header";
+	if (f.host > 1 || (f.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
+		return "HTTP/1.1 needs exactly one Host header";
+	return NULL;
+}
+
+/* An absolute-form target ("http://host/v1/token", RFC 9112 §3.2.2) is
+ * served as its path. */
+static const char *origin_path(const char *url)
+{
+	const char *p;
+
+	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+		return url;
+	p = strchr(strstr(url, "://") + 3, '/');
+	return p ? p : "/";
 }
 
 static void remote_text(struct MHD_Connection *c, char *out, size_t len)
@@ -426,8 +519,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct broker_server *srv = cls;
 	struct request *r = *con_cls;
 
+	url = origin_path(url);
 	if (!r) {
-		const char *cl;
+		const char *cl, *bad;
+		int status;
 
 		r = calloc(1, sizeof(*r));
 		if (!r)
@@ -436,6 +531,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		atomic_fetch_add(&srv->in_flight, 1);
 		conn_mark(srv, c, true);
 		r->started_us = broker_mono_us();
+		if ((bad = framing_problem(c, version, &status))) {
+			r->answered = true;
+			r->ignore_body = true;
+			return reply_error_ex(c, status, "invalid_request", bad, NULL, true);
+		}
 		r->body.max = current_max_body(srv->st);
 		r->is_exchange = strcmp(url, "/v1/token") == 0 && strcmp(method, "POST") == 0;
 		if (!r->is_exchange && !(srv->dev && strncmp(url, "/dev/", 5) == 0))
@@ -479,7 +579,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		}
 	}
-	if (r->too_big && r->answered)
+	if (r->answered)
 		return MHD_YES; /* answered before the body was read */
 	if (r->too_big) {
 		if (r->is_exchange)

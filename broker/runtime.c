@@ -526,8 +526,10 @@ bool runtime_mint_aws(struct broker_state *st, struct broker_snapshot *s, const 
 			   "expires_in", (json_int_t)expires_in, "credentials", "Version", 1, "AccessKeyId",
 			   cred.access_key_id, "SecretAccessKey", cred.secret_access_key, "SessionToken",
 			   cred.session_token, "Expiration", cred.expiration_text);
-	audit = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "aws", "id", cred.access_key_id, "expires_at",
-			  cred.expiration_text, "role_arn", r.role_arn, "session_name", r.session_name);
+	/* the audit record's credential has the contract's three fields; the
+	 * AccessKeyId is what CloudTrail logs the session's calls under */
+	audit = json_pack("{s:s, s:s, s:s}", "type", "aws", "id", cred.access_key_id, "expires_at",
+			  cred.expiration_text);
 	*ret_body = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
 	if (!*ret_body || !audit) {
 		*ret_reason = "out of memory";

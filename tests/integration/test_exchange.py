@@ -215,6 +215,75 @@ class ExchangeTest(unittest.TestCase):
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
         self.assertEqual(r.status_code, 413)
 
+    def raw(self, data, timeout=5.0):
+        """Send bytes as they are; read until the broker closes (or timeout)."""
+        s = socket.create_connection(("127.0.0.1", self.broker.port), timeout=timeout)
+        out = b""
+        try:
+            s.sendall(data)
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+        except socket.timeout:
+            out += b"<timeout>"
+        finally:
+            s.close()
+        return out
+
+    def test_ambiguous_framing_is_refused_and_closed(self):
+        # each of these frames the same bytes two ways (RFC 9112 §6.1, §6.3, §5.1):
+        # behind a proxy that picks the other way, a request could be smuggled
+        token = self.issuer.mint()
+        body = (f"grant_type={GRANT}&subject_token={token}&subject_token_type={JWT_TYPE}"
+                "&audience=web-deploy-prod").encode()
+        head = b"POST /v1/token HTTP/1.1\r\nHost: b\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n"
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        cases = [
+            (head + b"Content-Length: 3\r\nContent-Length: %d\r\n\r\n" % len(body) + body + smuggled,
+             400, b"conflicting Content-Length headers"),
+            (head + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + smuggled,
+             400, b"both Transfer-Encoding and Content-Length"),
+            (head + b"Transfer-Encoding : chunked\r\nContent-Length: %d\r\n\r\n" % len(body) + body + smuggled,
+             400, b"header name with a space or tab"),
+            (head + b"Transfer-Encoding: gzip\r\n\r\n" + body, 501, b"transfer coding not supported"),
+            (head + b"Transfer-Encoding: chunked, chunked\r\n\r\n" + chunked, 501, b"transfer coding not supported"),
+            (b"POST /v1/token HTTP/1.1\r\nHost: b\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+             400, b"more than one Content-Type header"),
+            (b"GET /healthz HTTP/1.1\r\n\r\n", 400, b"exactly one Host header"),
+        ]
+        before = len(self.broker.audit_records())
+        for data, status, why in cases:
+            with self.subTest(why=why):
+                out = self.raw(data)
+                self.assertTrue(out.startswith(b"HTTP/1.1 %d " % status), out[:200])
+                self.assertIn(b"Connection: close", out.split(b"\r\n\r\n")[0])
+                self.assertIn(b'"error":"invalid_request"', out)
+                self.assertIn(why, out)
+                self.assertNotIn(b"access_token", out)
+                self.assertEqual(out.count(b"HTTP/1.1 2"), 0, "a smuggled request was served")
+        # none of them reached a decision, so none is audited, and no credential was minted
+        self.assertEqual(len(self.broker.audit_records()), before)
+
+    def test_framing_that_is_fine(self):
+        token = self.issuer.mint()
+        body = (f"grant_type={GRANT}&subject_token={token}&subject_token_type={JWT_TYPE}"
+                "&audience=web-deploy-prod").encode()
+        # the same Content-Length twice is one framing (RFC 9112 §6.3 allows it)
+        out = self.raw(b"POST /v1/token HTTP/1.1\r\nHost: b\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                       b"Content-Length: %d\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                       % (len(body), len(body)) + body)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:300])
+        # absolute-form target (RFC 9112 §3.2.2), and HTTP/1.0 needs no Host
+        out = self.raw(b"GET http://127.0.0.1:%d/healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+                       % self.broker.port)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out[:300])
+        out = self.raw(b"GET /healthz HTTP/1.0\r\n\r\n")
+        self.assertIn(b" 200 ", out.split(b"\r\n")[0])
+
     def test_wrong_method_and_path(self):
         r = requests.get(self.broker.url + "/v1/token")
         self.assertError(r, 405, "invalid_request")
