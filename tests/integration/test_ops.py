@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from harness import (GRANT, JWT_TYPE, Broker, Issuer, audited_credential_ids, free_port, github_issuer_config,
+from harness import (BIN, GRANT, JWT_TYPE, Broker, Issuer, audited_credential_ids, free_port, github_issuer_config,
                      jwt_policy, main, minted_jti, yaml_dump)
 
 
@@ -252,7 +252,7 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
         self.assertEqual(b.stop(), 0)
         for path, count in ((first, 2), (second, 1)):
-            out = subprocess.run([os.environ["CIBROKER_BIN"], "audit", "verify", path], capture_output=True,
+            out = subprocess.run([BIN, "audit", "verify", path], capture_output=True,
                                  text=True)
             self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
             with open(path) as f:
@@ -342,7 +342,7 @@ class OpsTest(unittest.TestCase):
         cpath, kpath, ca_a = self.make_cert(tmp, "first")
         b = self.broker(extra={"tls": {"cert": cpath, "key": kpath}})
         b.url = b.url.replace("http://", "https://")
-        b.proc = subprocess.Popen([os.environ.get("CIBROKER_BIN"), "serve", "--config", b.config_path],
+        b.proc = subprocess.Popen([BIN, "serve", "--config", b.config_path],
                                   stderr=open(b.stderr_path, "w"), stdout=subprocess.DEVNULL)
         deadline = time.time() + 20
         ok = False
