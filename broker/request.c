@@ -162,6 +162,17 @@ static enum broker_err parse_form(const char *body, size_t len, struct token_req
 		}
 		slot = param_slot(req, name, name_len);
 		free(name);
+		if (!slot && eq) {
+			/* unknown, so ignored, but still well-formed: a malformed
+			 * parameter is invalid_request wherever it is */
+			err = form_decode(eq + 1, (size_t)(pend - eq - 1), &value, &value_len);
+			if (err != BROKER_OK) {
+				*reason = "malformed form encoding";
+				return err;
+			}
+			broker_wipe_free(value, value_len + 1);
+			value = NULL;
+		}
 		if (slot) {
 			err = eq ? form_decode(eq + 1, (size_t)(pend - eq - 1), &value, &value_len)
 				 : (value = strdup(""), value ? BROKER_OK : BROKER_ERR_NOMEM);

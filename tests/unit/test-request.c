@@ -30,6 +30,11 @@ static const struct {
 	{FORM, "audience=%", 0, 0, NULL, NULL},
 	{FORM, "audience=a%00b", 0, 0, NULL, NULL},                 /* NUL via escape */
 	{FORM, "audience=a\0b", 12, 0, NULL, NULL},                 /* raw NUL */
+	{FORM, "audience=web&x=%zz", 0, 0, NULL, NULL},             /* malformed, though unknown */
+	{FORM, "audience=web&x=%", 0, 0, NULL, NULL},
+	{FORM, "audience=web&x=%2", 0, 0, NULL, NULL},
+	{FORM, "audience=web&x=a%00", 0, 0, NULL, NULL},
+	{FORM, "audience=web&x=%41%2b+", 0, 1, "web", NULL},        /* well-formed unknown: ignored */
 	{JSON, "{\"audience\":\"web\",\"subject_token\":\"t\"}", 0, 1, "web", "t"},
 	{JSON "; charset=utf-8", "{\"audience\":\"web\"}", 0, 1, "web", NULL},
 	{JSON, "{\"audience\":\"a\",\"audience\":\"b\"}", 0, 0, NULL, NULL},
