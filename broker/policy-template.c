@@ -168,13 +168,17 @@ static void deny_missing(struct policy_result *why, const char *claim, const cha
 {
 	if (!why)
 		return;
+	/* detail set: the claim is there, with a value a template cannot use */
 	snprintf(why->client_reason, sizeof(why->client_reason),
-		 "claim '%.64s' required by the credential template is missing", claim);
+		 *detail ? "claim '%.64s' required by the credential template is not a string or number"
+			 : "claim '%.64s' required by the credential template is missing",
+		 claim);
 	snprintf(why->audit_reason, sizeof(why->audit_reason), "template claim '%.128s' missing%s", claim, detail);
 }
 
-/* Only top-level strings and integers: anything else (an array, an object,
- * a boolean, a real) has no single obvious spelling inside a credential. */
+/* Only top-level strings and numbers (as their JSON text): anything else (an
+ * array, an object, a boolean, null) has no single obvious spelling inside a
+ * credential. */
 enum broker_err tmpl_render(const struct tmpl *t, const json_t *claims, char **ret, size_t *ret_len,
 			    struct policy_result *why)
 {

@@ -564,8 +564,11 @@ static void test_render_jwt(void)
 	free(dump);
 	policy_jwt_render_clear(&jr);
 	CHECK(policy_render_jwt(p, boolean, &jr, &why) == BROKER_ERR_DENIED &&
-		      strstr(why.audit_reason, "template claim 'run_number' missing"),
+		      strstr(why.audit_reason, "template claim 'run_number' missing (not a string or number)"),
 	      "boolean claim denies: %s", why.audit_reason);
+	CHECK(strcmp(why.client_reason, "claim 'run_number' required by the credential template is not a string or "
+					"number") == 0,
+	      "a present claim is not called missing: %s", why.client_reason);
 	CHECK(policy_render_jwt(p, nul, &jr, &why) == BROKER_ERR_DENIED, "NUL in a template claim denies");
 
 	p = policy_set_find(set, "nosub");
