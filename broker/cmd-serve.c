@@ -19,6 +19,7 @@
 
 #include <curl/curl.h>
 
+#include "cibroker/audit.h"
 #include "cibroker/cli.h"
 #include "cibroker/config.h"
 #include "cibroker/exchange.h"
@@ -231,14 +232,41 @@ static void drain(struct broker_server *srv, unsigned deadline)
 	server_stop(srv);
 }
 
+/* The operator hears of an audit log that refuses records (every exchange
+ * then answers 503) from the log, not only from /readyz and /metrics: once
+ * when it starts, once when records are written again. */
+struct audit_watch {
+	uint64_t errors;
+	bool failing;
+};
+
+static void audit_watch(struct broker_state *st, struct audit_watch *w)
+{
+	uint64_t errors = state_audit_errors(st);
+
+	if (errors > w->errors && !w->failing) {
+		w->failing = true;
+		log_line("error", "audit log not writable: %llu record%s refused; exchanges answer 503 until it is",
+			 (unsigned long long)(errors - w->errors), errors - w->errors == 1 ? "" : "s");
+	} else if (w->failing && errors == w->errors && audit_healthy(state_audit(st))) {
+		w->failing = false;
+		log_line("info", "audit log writable again");
+	}
+	w->errors = errors;
+}
+
 static int run_until_stopped(struct broker_state *st, struct listener *l, const sigset_t *set,
 			     const char *config_path)
 {
-	for (;;) {
-		int sig = 0;
+	struct audit_watch watch = {.errors = state_audit_errors(st)};
+	const struct timespec tick = {.tv_sec = 1};
 
-		if (sigwait(set, &sig) != 0)
-			continue;
+	for (;;) {
+		int sig = sigtimedwait(set, NULL, &tick);
+
+		audit_watch(st, &watch);
+		if (sig < 0)
+			continue; /* the tick (EAGAIN), or EINTR */
 		if (sig == SIGHUP && config_path) {
 			reload(st, config_path, l);
 		} else if (sig == SIGUSR1) {

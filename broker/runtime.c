@@ -559,6 +559,16 @@ void runtime_note_audit_error(struct broker_state *st)
 	pthread_mutex_unlock(&st->metrics.lock);
 }
 
+uint64_t state_audit_errors(struct broker_state *st)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&st->metrics.lock);
+	n = st->metrics.audit_errors;
+	pthread_mutex_unlock(&st->metrics.lock);
+	return n;
+}
+
 void state_note_reload(struct broker_state *st, bool ok)
 {
 	pthread_mutex_lock(&st->metrics.lock);

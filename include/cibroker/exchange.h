@@ -55,6 +55,8 @@ void state_note_reload(struct broker_state *st, bool ok);
 /* Prometheus text; caller frees. */
 char *state_metrics_render(struct broker_state *st);
 enum broker_err state_reopen_audit(struct broker_state *st);
+/* Records refused by the audit log since start (cibroker_audit_errors_total). */
+uint64_t state_audit_errors(struct broker_state *st);
 
 struct exchange_result {
 	int status;              /* HTTP status */

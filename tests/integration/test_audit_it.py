@@ -60,6 +60,15 @@ class AuditIntegrationTest(unittest.TestCase):
         self.assertEqual(ready.status_code, 503)
         self.assertIn("audit", ready.text)
         self.assertIn("cibroker_audit_errors_total 3", requests.get(b.url + "/metrics").text)
+        # and the operator reads it in the log, once, not only on /readyz
+        deadline = time.time() + 5
+        while time.time() < deadline and "audit log not writable" not in b.log():
+            time.sleep(0.1)
+        self.assertIn("audit log not writable:", b.log())
+        self.assertIn("exchanges answer 503 until it is", b.log())
+        b.exchange(self.issuer.mint(), "web-deploy-prod")
+        time.sleep(1.5)
+        self.assertEqual(b.log().count("audit log not writable"), 1, b.log())
 
     def test_sigkill_under_load_loses_no_answered_record(self):
         b = self.broker(audit_sync="always").start()
