@@ -234,6 +234,31 @@ static const char *framing_problem(struct MHD_Connection *c, const char *version
 	return NULL;
 }
 
+/* libmicrohttpd decodes %HH in the path and query before routing, so
+ * "/v1/token%00anything" reached the token endpoint as "/v1/token". Every
+ * escape but %00 is decoded as before; %00 stays as it is, and such a path
+ * names nothing. */
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s)
+{
+	char *w = s;
+
+	(void)cls;
+	(void)c;
+	for (const char *r = s; *r; r++) {
+		int hi, lo;
+
+		if (r[0] == '%' && (hi = broker_hex_value((unsigned char)r[1])) >= 0 &&
+		    (lo = broker_hex_value((unsigned char)r[2])) >= 0 && (hi | lo) != 0) {
+			*w++ = (char)(hi << 4 | lo);
+			r += 2;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
 /* An absolute-form target ("http://host/v1/token", RFC 9112 §3.2.2) is
  * served as its path. */
 static const char *origin_path(const char *url)
@@ -683,7 +708,8 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 		opt->per_ip_connections ? opt->per_ip_connections : 64u, MHD_OPTION_CONNECTION_TIMEOUT,
 		opt->connection_timeout ? opt->connection_timeout : 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 		CONNECTION_POOL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
-		on_connection, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+		on_connection, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL,
+		MHD_OPTION_LISTENING_ADDRESS_REUSE,
 		1u, opt->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem,
 		MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
 	if (!srv->daemon) {

@@ -293,6 +293,11 @@ class ExchangeTest(unittest.TestCase):
         self.assertError(requests.get(self.broker.url + "/nope"), 404, "invalid_request")
         self.assertError(requests.get(self.broker.url + "/dev/token"), 404, "invalid_request")
         self.assertError(requests.post(self.broker.url + "/dev/token"), 404, "invalid_request")
+        # escapes are decoded, except %00, which cannot cut a path short
+        self.assertEqual(requests.get(self.broker.url + "/health%7a").status_code, 200)
+        self.assertError(requests.get(self.broker.url + "/healthz%00x"), 404, "invalid_request")
+        self.assertError(requests.post(self.broker.url + "/v1/token%00", data={"grant_type": GRANT}),
+                         404, "invalid_request")
 
     # ---- other endpoints ----
     def test_discovery_and_probes(self):
