@@ -927,7 +927,7 @@ static void check_tls_pair(struct loader *l, const char *cert_path, const char *
 		return;
 	}
 	b = BIO_new_file(key_path, "r");
-	key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+	key = b ? PEM_read_bio_PrivateKey(b, NULL, broker_pem_no_passphrase, NULL) : NULL;
 	BIO_free(b);
 	if (!key)
 		cfg_error(l, kn, "tls.key: '%.200s' holds no PEM private key (encrypted keys are not supported)", key_path);
@@ -942,8 +942,9 @@ static void finish(struct loader *l, const struct doc_node *root)
 {
 	struct broker_config *cfg = l->cfg;
 
+	/* tls: {} must not quietly mean plain HTTP */
 	if (l->tls_node && l->tls_node->kind == DOC_MAP &&
-	    !doc_map_get(l->tls_node, "cert") != !doc_map_get(l->tls_node, "key"))
+	    (!doc_map_get(l->tls_node, "cert") || !doc_map_get(l->tls_node, "key")))
 		cfg_error(l, l->tls_node, "tls: needs both 'cert' and 'key'");
 	else if (cfg->tls_cert && cfg->tls_key)
 		check_tls_pair(l, cfg->tls_cert, cfg->tls_key);

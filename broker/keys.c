@@ -167,18 +167,6 @@ out:
 	return err;
 }
 
-/* Refuses an encrypted PEM instead of letting OpenSSL prompt on a terminal:
- * the broker starts unattended, and a key that needs a passphrase would hang
- * or fail later in a less obvious way. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf;
-	(void)size;
-	(void)rwflag;
-	(void)u;
-	return -1;
-}
-
 /* Full consistency check: a SEC1 file whose public point does not belong to
  * its private scalar would publish a JWK that verifies nothing we sign. */
 static bool pkey_consistent(EVP_PKEY *pkey)
@@ -261,7 +249,7 @@ static enum broker_err parse_key(const char *path, const char *pem, size_t len, 
 	bio = BIO_new_mem_buf(pem, (int)len);
 	if (!bio)
 		return BROKER_ERR_NOMEM;
-	pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	pkey = PEM_read_bio_PrivateKey(bio, NULL, broker_pem_no_passphrase, NULL);
 	BIO_free(bio);
 	/* The decoder leaves its complaints on this thread's error queue; they
 	 * must not surface in an unrelated later OpenSSL call. */

@@ -248,6 +248,15 @@ enum broker_err broker_parse_listen(const char *listen, struct sockaddr_storage 
 	return BROKER_OK;
 }
 
+int broker_pem_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
 unsigned broker_usable_cpus(void)
 {
 	cpu_set_t set;

@@ -51,6 +51,11 @@ struct sockaddr_storage;
 enum broker_err broker_parse_listen(const char *listen, struct sockaddr_storage *ss, unsigned *sslen,
 				    const char **why);
 
+/* OpenSSL pem_password_cb that refuses encrypted PEM: the default would ask
+ * for a passphrase on the terminal, and a reload would wait for it with
+ * signals unheard. */
+int broker_pem_no_passphrase(char *buf, int size, int rwflag, void *u);
+
 /* Wall clock in seconds / microseconds since the epoch. */
 int64_t broker_now(void);
 int64_t broker_now_us(void);

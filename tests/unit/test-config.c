@@ -98,6 +98,20 @@ static void write_tls_pair(const char *cert_name, const char *key_name)
 	EVP_PKEY_free(key);
 }
 
+/* An encrypted PKCS#8 key: refused without a prompt, even on a terminal. */
+static void write_encrypted_key(const char *name)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	FILE *f;
+
+	write_file(name, "", 0600);
+	if (!key || !(f = fopen(path_in(name), "w")) ||
+	    !PEM_write_PKCS8PrivateKey(f, key, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)"passphrase") ||
+	    fclose(f) != 0)
+		exit(2);
+	EVP_PKEY_free(key);
+}
+
 static bool str_eq(const char *a, const char *b)
 {
 	return a && b && strcmp(a, b) == 0;
@@ -524,6 +538,9 @@ static const struct row rows[] = {
 	{"nokey.yaml", "public_url: https://a\nsigning: {keys: []}\n", {"@F:2:17: signing.keys: must not be empty"}},
 	{"tlshalf.yaml", BASE "tls: {cert: tls.crt}\n", {"@F:3:6: tls: needs both 'cert' and 'key'"}},
 	{"tlshalf2.yaml", BASE "tls:\n  key: tls.key\n", {"@F:4:3: tls: needs both 'cert' and 'key'"}},
+	{"tlsempty.yaml", BASE "tls: {}\n", {"@F:3:6: tls: needs both 'cert' and 'key'"}},
+	{"tlsenc.yaml", BASE "tls: {cert: tls.crt, key: enc.key}\n",
+	 {"@F:3:27: tls.key: '@D/enc.key' holds no PEM private key (encrypted keys are not supported)"}},
 
 	/* ---- issuers: names unique ---- */
 	{"dupname.yaml",
@@ -668,6 +685,7 @@ int main(void)
 	write_file("k620.pem", "placeholder\n", 0620);
 	write_file("k644.pem", "placeholder\n", 0644);
 	write_tls_pair("tls.crt", "tls.key");
+	write_encrypted_key("enc.key");
 	write_tls_pair("other.crt", "other.key");
 	write_file("junk.crt", "placeholder\n", 0644);
 	write_file("tls-open.key", "placeholder\n", 0644);
