@@ -56,6 +56,9 @@ struct broker_server {
 
 #define DRAIN_MAX (1024 * 1024)
 #define CONNECTION_POOL ((size_t)16 * 1024) /* libmicrohttpd memory per connection */
+/* GnuTLS's defaults, without TLS 1.0 and 1.1 (RFC 8996), as Vault's and
+ * most services' minimum of TLS 1.2. */
+#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 /* An exchange waiting for its audit record (exchange_start) holds the
  * connection suspended. Whoever of the handler (having suspended it) and the
@@ -711,7 +714,7 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 		on_connection, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE,
 		1u, opt->tls_cert_pem ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, opt->tls_cert_pem,
-		MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_END);
+		MHD_OPTION_HTTPS_MEM_KEY, opt->tls_key_pem, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES, MHD_OPTION_END);
 	if (!srv->daemon) {
 		*ret_reason = "could not listen (address in use, or bad TLS files)";
 		reaper_destroy(srv);

@@ -358,6 +358,13 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(r.status_code, 200, r.text)
         with self.assertRaises(requests.RequestException):
             requests.get(b.url.replace("https://", "http://") + "/healthz", timeout=2)
+        # TLS 1.2 and 1.3 only (RFC 8996), even to a client that would take less
+        for version, accepted in (("-tls1", False), ("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
+            out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{b.port}", version, "-cipher",
+                                  "DEFAULT:@SECLEVEL=0", "-CAfile", ca_a], input="", capture_output=True,
+                                 text=True, timeout=20)
+            self.assertEqual(out.returncode == 0 and "Verify return code: 0 (ok)" in out.stdout, accepted,
+                             (version, out.stdout[-400:], out.stderr[-400:]))
         # a renewed certificate is picked up on SIGHUP, without a restart
         _, _, ca_b = self.make_cert(tmp, "second")
         b.proc.send_signal(signal.SIGHUP)
