@@ -255,16 +255,79 @@ static void audit_watch(struct broker_state *st, struct audit_watch *w)
 	w->errors = errors;
 }
 
+/* Likewise for an issuer whose keys cannot be fetched (TLS, DNS, a bad
+ * JWKS): once when fetches start failing or fail for a new reason, once when
+ * one succeeds again. Counters follow the issuer's name across reloads. */
+struct issuer_seen {
+	char name[128];
+	uint64_t ok, failed;
+	const char *error; /* static reason last logged, NULL while fetching works */
+};
+
+struct issuer_watch {
+	struct issuer_seen *v;
+	size_t n;
+};
+
+static struct issuer_seen *issuer_seen_find(struct issuer_watch *w, const char *name)
+{
+	struct issuer_seen *grown;
+
+	for (size_t i = 0; i < w->n; i++)
+		if (strcmp(w->v[i].name, name) == 0)
+			return &w->v[i];
+	grown = realloc(w->v, (w->n + 1) * sizeof(*w->v));
+	if (!grown)
+		return NULL;
+	w->v = grown;
+	memset(&w->v[w->n], 0, sizeof(w->v[w->n]));
+	snprintf(w->v[w->n].name, sizeof(w->v[w->n].name), "%s", name);
+	return &w->v[w->n++];
+}
+
+static void issuer_watch(struct broker_state *st, struct issuer_watch *w)
+{
+	struct broker_snapshot *snap = state_acquire(st);
+	const struct broker_issuers *set = snapshot_issuers(snap);
+
+	for (size_t i = 0; i < issuers_count(set); i++) {
+		struct broker_issuer *iss = issuers_at(set, i);
+		struct issuer_seen *e = issuer_seen_find(w, issuer_config(iss)->name);
+		struct issuer_stats is;
+
+		if (!e)
+			break;
+		issuer_get_stats(iss, &is);
+		if (is.refresh_failed > e->failed && is.last_error && is.last_error != e->error) {
+			if (is.n_keys)
+				log_line("warning", "issuer %s: fetching keys failed: %s; keeping the %zu keys fetched before",
+					 e->name, is.last_error, is.n_keys);
+			else
+				log_line("error", "issuer %s: fetching keys failed: %s; its exchanges answer 503 until it works",
+					 e->name, is.last_error);
+			e->error = is.last_error;
+		} else if (e->error && is.refresh_ok > e->ok && !is.last_error) {
+			log_line("info", "issuer %s: keys fetched again (%zu keys)", e->name, is.n_keys);
+			e->error = NULL;
+		}
+		e->ok = is.refresh_ok;
+		e->failed = is.refresh_failed;
+	}
+	snapshot_unref(snap);
+}
+
 static int run_until_stopped(struct broker_state *st, struct listener *l, const sigset_t *set,
 			     const char *config_path)
 {
 	struct audit_watch watch = {.errors = state_audit_errors(st)};
+	struct issuer_watch issuers = {0};
 	const struct timespec tick = {.tv_sec = 1};
 
 	for (;;) {
 		int sig = sigtimedwait(set, NULL, &tick);
 
 		audit_watch(st, &watch);
+		issuer_watch(st, &issuers);
 		if (sig < 0)
 			continue; /* the tick (EAGAIN), or EINTR */
 		if (sig == SIGHUP && config_path) {
@@ -285,9 +348,11 @@ static int run_until_stopped(struct broker_state *st, struct listener *l, const 
 			snapshot_unref(s);
 			drain(l->srv, deadline);
 			l->srv = NULL;
-			return 0;
+			break;
 		}
 	}
+	free(issuers.v);
+	return 0;
 }
 
 static void serve_usage(FILE *out)

@@ -208,6 +208,8 @@ const char *snapshot_jwks(const struct broker_snapshot *s) { return signing_keys
 const char *snapshot_discovery(const struct broker_snapshot *s) { return s->discovery; }
 size_t snapshot_policy_count(const struct broker_snapshot *s) { return policy_set_count(s->policies); }
 
+const struct broker_issuers *snapshot_issuers(const struct broker_snapshot *s) { return s->issuers; }
+
 bool snapshot_issuers_ready(const struct broker_snapshot *s)
 {
 	for (size_t i = 0; i < issuers_count(s->issuers); i++)
@@ -382,9 +384,13 @@ char *state_readiness(struct broker_state *st, bool *ret_ready)
 		struct broker_issuer *iss = issuers_at(s->issuers, i);
 
 		if (!issuer_ready(iss)) {
-			char buf[300];
+			struct issuer_stats is;
+			char buf[400];
 
-			snprintf(buf, sizeof(buf), "issuer %s: no keys yet", issuer_config(iss)->name);
+			issuer_get_stats(iss, &is);
+			snprintf(buf, sizeof(buf), "issuer %s: no keys yet%s%s%s", issuer_config(iss)->name,
+				 is.last_error ? " (last fetch: " : "", is.last_error ? is.last_error : "",
+				 is.last_error ? ")" : "");
 			json_array_append_new(missing, json_string(buf));
 		}
 	}

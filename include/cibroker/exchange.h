@@ -36,6 +36,7 @@ const char *snapshot_jwks(const struct broker_snapshot *s);
 const char *snapshot_discovery(const struct broker_snapshot *s);
 size_t snapshot_policy_count(const struct broker_snapshot *s);
 bool snapshot_issuers_ready(const struct broker_snapshot *s);
+const struct broker_issuers *snapshot_issuers(const struct broker_snapshot *s);
 
 struct broker_metrics;
 struct broker_replay;

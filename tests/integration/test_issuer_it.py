@@ -34,12 +34,24 @@ class IssuerIntegrationTest(unittest.TestCase):
         r = b.exchange(self.issuer.mint(), "web-deploy-prod")
         self.assertEqual(r.status_code, 503)
         self.assertEqual(r.json()["error"], "temporarily_unavailable")
+        # the reason is on /readyz, and said once in the log
+        deadline = time.time() + 5
+        while time.time() < deadline and "fetching keys failed" not in b.log():
+            time.sleep(0.1)
+        self.assertRegex(requests.get(b.url + "/readyz").json()[0], r"^issuer github: no keys yet \(last fetch: .+\)$")
+        self.assertIn("issuer github: fetching keys failed: ", b.log())
+        self.assertIn("its exchanges answer 503 until it works", b.log())
         self.issuer.set_down(False)
         deadline = time.time() + 15
         while time.time() < deadline and requests.get(b.url + "/readyz").status_code != 200:
             time.sleep(0.2)
         self.assertEqual(requests.get(b.url + "/readyz").status_code, 200)
         self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        deadline = time.time() + 5
+        while time.time() < deadline and "keys fetched again" not in b.log():
+            time.sleep(0.1)
+        self.assertIn("issuer github: keys fetched again", b.log())
+        self.assertEqual(b.log().count("fetching keys failed"), 1, b.log())
 
     def test_rotation_picked_up(self):
         b = self.broker(jwks_min_refetch="1s").start()
