@@ -194,6 +194,20 @@ static void parse_url(struct loader *l, const struct key_entry *e, const char *n
 	set_string(l, dst, s);
 }
 
+/* OpenID Connect Discovery §3: an issuer is an https URL with no query or
+ * fragment; a token's iss is compared to it byte for byte. */
+static void parse_issuer_url(struct loader *l, const struct key_entry *e, const char *name, const struct doc_node *v,
+			     void *dst)
+{
+	const char *s = doc_scalar_type(v) == DOC_TYPE_STRING ? v->str : NULL;
+
+	if (s && strpbrk(s, "?#")) {
+		cfg_error(l, v, "%s: an OIDC issuer has no query or fragment: '%.200s'", name, s);
+		return;
+	}
+	parse_url(l, e, name, v, dst);
+}
+
 static void parse_path(struct loader *l, const struct key_entry *e, const char *name, const struct doc_node *v,
 		       void *dst)
 {
@@ -608,7 +622,7 @@ static const struct key_entry signing_keys[] = {
 
 static const struct key_entry issuer_keys[] = {
 	{"name", parse_string, ISS(name), true, 0, 0},
-	{"issuer", parse_url, ISS(issuer), true, 0, 0},
+	{"issuer", parse_issuer_url, ISS(issuer), true, 0, 0},
 	{"jwks_uri", parse_url, ISS(jwks_uri), false, 0, 0},
 	{"audiences", parse_audiences, 0, false, 0, 0},
 	{"algorithms", parse_algorithms, ISS(algorithms), false, 0, 0},

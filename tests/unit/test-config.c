@@ -539,6 +539,10 @@ static const struct row rows[] = {
 	{"tlshalf.yaml", BASE "tls: {cert: tls.crt}\n", {"@F:3:6: tls: needs both 'cert' and 'key'"}},
 	{"tlshalf2.yaml", BASE "tls:\n  key: tls.key\n", {"@F:4:3: tls: needs both 'cert' and 'key'"}},
 	{"tlsempty.yaml", BASE "tls: {}\n", {"@F:3:6: tls: needs both 'cert' and 'key'"}},
+	{"issfrag.yaml", BASE "issuers:\n  - {name: a, issuer: \"https://a.example/#x\"}\n",
+	 {"@F:4:23: issuers[0].issuer: an OIDC issuer has no query or fragment: 'https://a.example/#x'"}},
+	{"issquery.yaml", BASE "issuers:\n  - {name: a, issuer: \"https://a.example/?t=1\"}\n",
+	 {"@F:4:23: issuers[0].issuer: an OIDC issuer has no query or fragment: 'https://a.example/?t=1'"}},
 	{"tlsenc.yaml", BASE "tls: {cert: tls.crt, key: enc.key}\n",
 	 {"@F:3:27: tls.key: '@D/enc.key' holds no PEM private key (encrypted keys are not supported)"}},
 
