@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -249,6 +250,11 @@ static enum broker_err discover(const struct broker_issuer *iss, char **ret_uri,
 	s = json_string_value(json_object_get(doc, "jwks_uri"));
 	if (!s || strlen(s) > URL_MAX || !broker_url_allowed(s)) {
 		*ret_reason = "discovery jwks_uri missing or not https";
+		goto out;
+	}
+	/* an https issuer does not hand its keys over plain http, loopback or not */
+	if (strncasecmp(iss->cfg->issuer, "https://", 8) == 0 && strncasecmp(s, "https://", 8) != 0) {
+		*ret_reason = "discovery jwks_uri is http for an https issuer";
 		goto out;
 	}
 	uri = strdup(s);

@@ -130,6 +130,27 @@ class IssuerIntegrationTest(unittest.TestCase):
         b.start()
         self.assertEqual(b.exchange(tls.mint(), "web-deploy-prod").status_code, 200)
 
+    def test_https_issuer_keys_never_over_http(self):
+        # discovery over https naming an http jwks_uri (loopback, so the URL rule alone allows it)
+        tls = Issuer(tls=True).start()
+        self.addCleanup(tls.stop)
+        tls.set_discovery_jwks_uri(self.issuer.jwks_uri)
+        b = Broker([github_issuer_config(tls, ca_file=tls.ca_file)], [jwt_policy()])
+        self.addCleanup(b.stop)
+        b.start(wait_ready=False)
+        deadline = time.time() + 10
+        while time.time() < deadline and "fetching keys failed" not in b.log():
+            time.sleep(0.1)
+        r = requests.get(b.url + "/readyz")
+        self.assertEqual(r.status_code, 503)
+        self.assertIn("discovery jwks_uri is http for an https issuer", r.json()[0])
+        self.assertEqual(self.issuer.count("/jwks"), 0, "keys were fetched over http")
+        tls.set_discovery_jwks_uri(None)
+        deadline = time.time() + 40
+        while time.time() < deadline and requests.get(b.url + "/readyz").status_code != 200:
+            time.sleep(0.2)
+        self.assertEqual(b.exchange(tls.mint(), "web-deploy-prod").status_code, 200)
+
     def test_hostile_tokens_get_invalid_grant(self):
         b = self.broker().start()
         good = self.issuer.mint()
