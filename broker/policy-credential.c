@@ -149,6 +149,25 @@ static enum broker_err h_role_arn(struct load_ctx *ctx, const struct doc_node *k
 	return r;
 }
 
+/* A session name without claims renders the same for every token: if it is
+ * under STS's minimum, every exchange of the policy would be refused. */
+static bool session_name_too_short(const struct tmpl *t)
+{
+	char buf[POLICY_AWS_SESSION_NAME_MAX + 1], lit[POLICY_AWS_SESSION_NAME_MAX * 4 + 1];
+	size_t len = 0;
+
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->segs[i].is_claim)
+			return false;
+		if (t->segs[i].len > sizeof(lit) - 1 - len)
+			return false; /* long enough whatever it sanitises to */
+		memcpy(lit + len, t->segs[i].text, t->segs[i].len);
+		len += t->segs[i].len;
+	}
+	aws_sanitise_name(lit, len, buf, POLICY_AWS_SESSION_NAME_MAX);
+	return strlen(buf) < 2;
+}
+
 static enum broker_err h_session_name(struct load_ctx *ctx, const struct doc_node *key, const struct doc_node *val)
 {
 	ctx->p->session_name = NULL; /* replaces the default */
@@ -328,6 +347,11 @@ enum broker_err load_credential(struct load_ctx *ctx, const struct doc_node *key
 			r = e;
 		if (!doc_map_get(val, "role_arn")) {
 			diag_error(ctx->d, ctx->file, val->line, val->col, "aws credential has no 'role_arn'");
+			r = BROKER_ERR_CONFIG;
+		}
+		if (e == BROKER_OK && session_name_too_short(p->session_name)) {
+			diag_error(ctx->d, ctx->file, p->session_name->line, p->session_name->col,
+				   "session_name is always shorter than the 2 characters STS requires");
 			r = BROKER_ERR_CONFIG;
 		}
 	} else {
