@@ -79,7 +79,9 @@ static void usage(FILE *out)
 		"\n"
 		"ID token sources, first match wins: --id-token-file; --id-token-env; GitHub Actions\n"
 		"(ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN); $CIBROKER_ID_TOKEN (GitLab id_tokens:); stdin.\n"
-		"Exit codes: 0 ok, 2 usage, 3 refused (4xx), 4 unavailable (503, network, retries exhausted).\n");
+		"Exit codes: 0 ok, 1 local failure (out of memory, stdout or $GITHUB_ENV not writable),\n"
+		"2 usage (also no or invalid ID token), 3 refused (4xx), 4 unavailable (503 or connection\n"
+		"errors after retries, other 5xx, an answer that is not the broker's).\n");
 }
 
 /* jansson holds the broker's answer (credentials) in its own allocations;

@@ -50,10 +50,12 @@ fi
 broker=${broker%/}
 
 # The ID token is a bearer credential: never send it in clear over a network.
-case $broker in
+# Scheme and host compare case-insensitively, as in the cibroker client.
+lower=$(printf '%s' "$broker" | tr 'A-Z' 'a-z')
+case $lower in
 https://*) ;;
 http://*)
-	rest=${broker#http://}
+	rest=${lower#http://}
 	host=${rest%%[:/]*}
 	case $rest in
 	\[::1\]*) ;;
