@@ -421,7 +421,7 @@ static int do_explain(struct policy_args *a)
 	const struct broker_policy *p;
 	const struct broker_issuer_config *ic;
 	struct decision dec;
-	json_t *claims = NULL;
+	json_t *claims = NULL, *inner;
 	char err[256];
 	const char *file;
 	int line, col, rc = 1;
@@ -437,6 +437,14 @@ static int do_explain(struct policy_args *a)
 	if (!(claims = read_json(a->claims, err, sizeof(err)))) {
 		fprintf(stderr, "cibroker policy explain: %s: %s\n", a->claims, err);
 		return 1;
+	}
+	if (json_is_object(json_object_get(claims, "claims")) && json_object_get(claims, "expect")) {
+		/* a policy test case given where the claims alone belong */
+		fprintf(stderr, "cibroker policy explain: %s: note: this looks like a policy test case; explaining "
+				"its \"claims\" member\n", a->claims);
+		inner = json_incref(json_object_get(claims, "claims"));
+		json_decref(claims);
+		claims = inner;
 	}
 	if (load_all(a->config, false, &cfg, &set, NULL) != 0)
 		goto out;

@@ -686,6 +686,16 @@ int cmd_dev(int argc, char **argv)
 	}
 	keys = NULL;
 	diag_print(d, stderr);
+	if (demo && !runtime_find_policy(snap, audience)) {
+		const struct broker_policy_set *ps = runtime_policies(snap);
+
+		fprintf(stderr, "cibroker dev: --audience '%s' names no policy; the loaded ones are:", audience);
+		for (size_t i = 0; i < policy_set_count(ps); i++)
+			fprintf(stderr, " %s", policy_name(policy_set_at(ps, i)));
+		fputc('\n', stderr);
+		rc = 2;
+		goto out;
+	}
 	if (state_create(snap, &st) != BROKER_OK)
 		goto out;
 	snap = NULL;

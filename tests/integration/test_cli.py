@@ -207,6 +207,16 @@ limits: {{max_body: lots}}
             self.assertEqual(r.returncode, 2, (listen, r.stderr))
             self.assertIn(why, r.stderr)
 
+    def test_dev_refuses_an_audience_with_no_policy(self):
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        r = run("dev", "--listen", f"127.0.0.1:{port}", "--audience", "nope")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--audience 'nope' names no policy; the loaded ones are:", r.stderr)
+        self.assertIn("api-deploy-prod", r.stderr)
+
     def test_audit_verify_names_why_it_cannot_read(self):
         tmp = tempfile.mkdtemp()
         r = run("audit", "verify", tmp)

@@ -167,6 +167,10 @@ done
 expect 0 "explain allow" -- "$cb" policy explain --config "$tmp/good.yaml" --audience api-deploy-prod --claims "$tmp/claims-allow.json"
 has "$tmp/out" "policy api-deploy-prod ($root/policies/github-push-main.yaml:5:7), issuer github" "explain header"
 has "$tmp/out" "issuer-deny actor = \"alice\": not held" "issuer deny line"
+expect 0 "explain with a case file" -- "$cb" policy explain --config "$tmp/good.yaml" --audience api-deploy-prod \
+	--claims "$cases/github-push-main.allow.json"
+has "$tmp/err" "looks like a policy test case" "case file noted"
+has "$tmp/out" "decision: allow" "case file's claims explained"
 has "$tmp/out" "allow       ref = \"refs/heads/main\": held" "held line"
 has "$tmp/out" "subject: repo:acme/api:ref:refs/heads/main" "rendered subject"
 has "$tmp/out" "decision: allow" "allow decision"
