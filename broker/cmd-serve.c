@@ -378,6 +378,7 @@ int cmd_serve(int argc, char **argv)
 	bool opened;
 	sigset_t set;
 	int c, rc = 1;
+	bool stopped = false;
 
 	while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
 		switch (c) {
@@ -424,10 +425,13 @@ int cmd_serve(int argc, char **argv)
 	snapshot_unref(snap);
 	snap = NULL;
 	rc = run_until_stopped(st, &l, &set, config_path);
+	stopped = true;
 out:
 	server_stop(l.srv);
 	free(l.listen);
-	state_free(st);
+	state_free(st); /* closes the audit log: written, synced */
+	if (stopped)
+		log_line("info", "stopped: every exchange answered, the audit log closed");
 	snapshot_unref(snap);
 	diag_free(d);
 	return rc;
@@ -652,6 +656,7 @@ int cmd_dev(int argc, char **argv)
 	bool demo = true;
 	sigset_t set;
 	int c, rc = 1;
+	bool stopped = false;
 
 	while ((c = getopt_long(argc, argv, "l:p:a:nhV", opts, NULL)) != -1) {
 		switch (c) {
@@ -727,9 +732,12 @@ int cmd_dev(int argc, char **argv)
 	struct listener l = {.srv = srv};
 	rc = run_until_stopped(st, &l, &set, NULL);
 	srv = NULL;
+	stopped = true;
 out:
 	server_stop(srv);
 	state_free(st);
+	if (stopped)
+		log_line("info", "stopped");
 	snapshot_unref(snap);
 	signing_keys_free(keys);
 	devissuer_free(dev);

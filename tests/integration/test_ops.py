@@ -276,6 +276,7 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(rc, 0)
         ids = audited_credential_ids(b.audit_path)
         self.assertTrue(set(answered) <= ids)
+        self.assertIn("stopped: every exchange answered, the audit log closed", b.log())
 
     def test_draining_listener_asks_keep_alive_clients_to_close(self):
         # While SIGTERM drains, answers on old keep-alive connections say
