@@ -571,15 +571,15 @@ static void dev_demo(const char *public_url, const char *audience, const char *s
 out:
 	fprintf(stderr,
 		"\n== Try it yourself ==\n"
-		"TOKEN=$(curl -s -X POST '%s/dev/token%s')        # %s-shaped; -d '{\"ref\":\"refs/heads/x\"}' overrides claims\n"
+		"TOKEN=$(curl -s -X POST '%s/dev/token%s')        # %s-shaped; -d '{\"ref\":\"%s\"}' overrides claims\n"
 		"curl -s %s/v1/token \\\n"
 		"  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\\n"
 		"  -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \\\n"
 		"  -d audience=%s --data-urlencode subject_token=\"$TOKEN\"\n"
 		"# or with the CI-side client:\n"
 		"curl -s -X POST '%s/dev/token%s' | '%s' exchange --broker %s --audience %s --format json\n\n",
-		public_url, shape, *shape ? "GitLab" : "GitHub", public_url, audience, public_url, shape, self, public_url,
-		audience);
+		public_url, shape, *shape ? "GitLab" : "GitHub", *shape ? "feature" : "refs/heads/feature", public_url,
+		audience, public_url, shape, self, public_url, audience);
 	if (esc)
 		curl_free(esc);
 	free(form);
