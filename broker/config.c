@@ -17,10 +17,10 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "cibroker/keys.h" /* SIGNING_KEYS_MAX only: config links no keys code */
 #include "cibroker/util.h"
 
 #define CONFIG_MAX_ISSUERS 256
-#define CONFIG_MAX_SIGNING_KEYS 16 /* as keys.c's SIGNING_KEYS_MAX */
 #define CONFIG_MAX_LIST 64 /* signing keys, audiences, algorithms */
 #define CONFIG_MAX_STRING 4096
 
@@ -499,8 +499,8 @@ static void parse_signing_keys(struct loader *l, const struct key_entry *e, cons
 
 	if (!want_list(l, name, v))
 		return;
-	if (v->n == 0 || v->n > CONFIG_MAX_SIGNING_KEYS) {
-		cfg_error(l, v, "%s: needs 1 to %d key files, not %zu", name, CONFIG_MAX_SIGNING_KEYS, v->n);
+	if (v->n == 0 || v->n > SIGNING_KEYS_MAX) {
+		cfg_error(l, v, "%s: needs 1 to %d key files, not %zu", name, SIGNING_KEYS_MAX, v->n);
 		return;
 	}
 	cfg->signing_keys = calloc(v->n, sizeof(*cfg->signing_keys));

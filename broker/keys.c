@@ -25,8 +25,6 @@
 
 /* A PEM P-256 key is ~250 bytes; anything near this limit is not one. */
 #define KEY_FILE_MAX (64 * 1024)
-/* Rotation needs two, an emergency three; more is a misconfiguration. */
-#define SIGNING_KEYS_MAX 16
 /* RSA thumbprints (issuer keys in tests, the dev issuer): up to 16384 bits. */
 #define RSA_THUMBPRINT_MAX_BYTES 2048
 

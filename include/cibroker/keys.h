@@ -12,11 +12,15 @@
  * published in /.well-known/jwks.json with RFC 7638 thumbprints as kid. */
 struct broker_signing_keys;
 
+/* signing.keys entries, checked by config and here. Rotation needs two, an
+ * emergency three; more is a misconfiguration. */
+#define SIGNING_KEYS_MAX 16
+
 /* Refuses (BROKER_ERR_CONFIG, one diag line per problem, every file checked)
  * key files that are not regular files, not owned by the effective user or
  * root, group/world accessible (as ssh and OpenBSD's check_file_secrecy do),
  * not an unencrypted PEM PKCS#8/SEC1 EC P-256 private key, or that repeat an
- * earlier key. At most 16 keys. d may be NULL. With config and where (the
+ * earlier key. At most SIGNING_KEYS_MAX keys. d may be NULL. With config and where (the
  * position that named each path in it), each problem is reported at that
  * position, "CONFIG:LINE:COL: signing.keys[I]: PATH: message"; otherwise as
  * "PATH: message". */
