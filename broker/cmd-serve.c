@@ -646,6 +646,8 @@ int cmd_dev(int argc, char **argv)
 		{0},
 	};
 	const char *listen = "127.0.0.1:8080", *policies = NULL, *audience = "api-deploy-prod", *why = NULL;
+	const char *shape = ""; /* dev issuer token shape for the demo */
+	const struct broker_policy *demo_policy;
 	char public_url[300];
 	struct devissuer *dev = NULL;
 	struct broker_signing_keys *keys = NULL;
@@ -691,7 +693,11 @@ int cmd_dev(int argc, char **argv)
 	}
 	keys = NULL;
 	diag_print(d, stderr);
-	if (demo && !runtime_find_policy(snap, audience)) {
+	if (demo && (demo_policy = runtime_find_policy(snap, audience))) {
+		/* the dev issuer is both github and gitlab: mint the shape the policy wants */
+		if (strcmp(policy_issuer(demo_policy), "gitlab") == 0)
+			shape = "?shape=gitlab";
+	} else if (demo) {
 		const struct broker_policy_set *ps = runtime_policies(snap);
 
 		fprintf(stderr, "cibroker dev: --audience '%s' names no policy; the loaded ones are:", audience);
@@ -717,18 +723,8 @@ int cmd_dev(int argc, char **argv)
 		 "in-memory signing key, audit on stdout");
 	if (!wait_ready(st, 10) && !stop_pending())
 		log_line("warning", "issuer keys not fetched yet");
-	if (demo && !stop_pending()) {
-		/* the dev issuer is both github and gitlab: mint the shape the policy wants */
-		const struct broker_policy *p;
-		const char *iss;
-
-		snap = state_acquire(st);
-		p = runtime_find_policy(snap, audience);
-		iss = p ? policy_issuer(p) : NULL;
-		dev_demo(public_url, audience, iss && strcmp(iss, "gitlab") == 0 ? "?shape=gitlab" : "");
-		snapshot_unref(snap);
-		snap = NULL;
-	}
+	if (demo && !stop_pending())
+		dev_demo(public_url, audience, shape);
 	struct listener l = {.srv = srv};
 	rc = run_until_stopped(st, &l, &set, NULL);
 	srv = NULL;
