@@ -330,8 +330,10 @@ static void parse_size(struct loader *l, const struct key_entry *e, const char *
 	}
 	if ((t != DOC_TYPE_INT && t != DOC_TYPE_STRING) || strlen(v->str) != v->len ||
 	    broker_parse_size(v->str, &s) != BROKER_OK) {
-		cfg_error(l, v, "%s: invalid size '%.64s' (integer bytes, or a number with B, K/KiB/KB, M/MiB/MB or G/GiB/GB, all powers of 1024: 16KiB)", name,
-			  v->str);
+		cfg_error(l, v,
+			  "%s: invalid size '%.64s' (integer bytes, or a number with B, K/KiB/KB, M/MiB/MB or "
+			  "G/GiB/GB, all powers of 1024: 16KiB)",
+			  name, v->str);
 		return;
 	}
 	if ((int64_t)s < e->min || (int64_t)s > e->max) {
