@@ -13,6 +13,14 @@ COMMANDS = [[], ["serve"], ["dev"], ["policy"], ["policy", "check"], ["policy", 
             ["keygen"], ["audit"], ["audit", "verify"], ["exchange"]]
 
 
+def write_file(path, data, mode=0o644):
+    """Create path with mode from the start (a key is never readable by others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    return path
+
+
 def run(*args, **kw):
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=30, **kw)
 
@@ -34,10 +42,7 @@ class CliTest(unittest.TestCase):
                 self.assertEqual(run(*args).returncode, 2)
 
     def write_config(self, tmp, text):
-        path = os.path.join(tmp, "config.yaml")
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+        return write_file(os.path.join(tmp, "config.yaml"), text)
 
     def base(self, tmp):
         key = os.path.join(tmp, "k.pem")
@@ -76,9 +81,7 @@ audit:
         tmp = tempfile.mkdtemp()
         key = self.base(tmp)
         bad = os.path.join(tmp, "bad.pem")
-        with open(bad, "w") as f:
-            f.write("notakey\n")
-        os.chmod(bad, 0o600)
+        write_file(bad, "notakey\n", 0o600)
         path = self.write_config(tmp, f"public_url: https://b.example\nsigning:\n  keys:\n    - {key}\n    - {bad}\n"
                                  f"policies: policies\naudit: {{path: {tmp}/audit.jsonl}}\n")
         r = run("serve", "--config", path)
@@ -99,8 +102,7 @@ audit:
         tmp = tempfile.mkdtemp()
         key = self.base(tmp)
         creds = os.path.join(tmp, "credentials")
-        with open(creds, "w") as f:
-            f.write("[other]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret\n")
+        write_file(creds, "[other]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = secret\n")
         path = self.write_config(tmp, f"public_url: https://b.example\nsigning: {{keys: [{key}]}}\n"
                                  f"policies: policies\naudit: {{path: {tmp}/audit.jsonl}}\n"
                                  "aws:\n  region: eu-west-1\n  profile: nope\n")
@@ -162,20 +164,14 @@ limits: {{max_body: lots}}
                     .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
                     .sign(k, hashes.SHA256()))
             c, kp = os.path.join(tmp, name + ".crt"), os.path.join(tmp, name + ".key")
-            with open(c, "wb") as f:
-                f.write(cert.public_bytes(serialization.Encoding.PEM))
-            fd = os.open(kp, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
-            os.close(fd)
+            write_file(c, cert.public_bytes(serialization.Encoding.PEM))
+            write_file(kp, k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()), 0o600)
             return c, kp
 
         c1, k1 = pair("a")
         c2, k2 = pair("b")
-        junk = os.path.join(tmp, "junk.pem")
-        fd = os.open(junk, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, b"garbage\n")
-        os.close(fd)
+        junk = write_file(os.path.join(tmp, "junk.pem"), b"garbage\n", 0o600)
         base = f"public_url: https://b.example\npolicies: policies\naudit: {{path: {tmp}/audit.jsonl}}\n"
         cases = [
             (f"signing: {{keys: [{key}]}}\ntls: {{cert: {c1}, key: {k1}}}\n", None),
