@@ -325,6 +325,37 @@ class OpsTest(unittest.TestCase):
         shutil.copy(cpath, ca)
         return cpath, kpath, ca
 
+    def test_connections_past_the_limit_wait_in_the_backlog(self):
+        # operations.md: at max_connections the broker stops accepting, and
+        # a new client waits in the listen backlog until a slot frees; it is
+        # neither refused nor closed.
+        b = self.broker(extra={"server": {"threads": 1, "max_connections": 2}}).start()
+        held, answers, request = self.open_served(b, 2)
+        self.assertTrue(all(b" 200 " in a for a in answers), answers)
+        third = socket.create_connection(("127.0.0.1", b.port), timeout=10)  # the kernel completes it
+        self.addCleanup(third.close)
+        third.sendall(request)
+        third.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            third.recv(4096)
+        held[0].close()
+        third.settimeout(10)
+        self.assertIn(b" 200 ", third.recv(4096))
+        self.assertIsNone(b.proc.poll(), b.log())
+
+    def open_served(self, b, n):
+        """n connections, each answered once, so each holds its slot:
+        (sockets, answers, the request sent)."""
+        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{b.port}\r\n\r\n".encode()
+        socks, answers = [], []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+            self.addCleanup(s.close)
+            s.sendall(request)
+            socks.append(s)
+            answers.append(s.recv(4096))
+        return socks, answers, request
+
     def test_second_broker_on_the_same_port_is_refused(self):
         # The listener uses SO_REUSEPORT for reloads; a second process must
         # still not be able to share the port and answer part of the traffic.
