@@ -843,7 +843,7 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
 		2 * srv->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		opt->per_ip_connections ? opt->per_ip_connections : 64u, MHD_OPTION_CONNECTION_TIMEOUT,
+		opt->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT,
 		opt->connection_timeout ? opt->connection_timeout : 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 		CONNECTION_POOL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
 		on_connection, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL,

@@ -16,7 +16,7 @@ struct server_options {
 	const char *listen;          /* "127.0.0.1:8080", "[::1]:8443", port 0 = ephemeral */
 	unsigned threads;            /* 0: four per core, as config's default */
 	unsigned max_connections;
-	unsigned per_ip_connections;
+	unsigned per_ip_connections; /* 0: no per-IP limit */
 	unsigned connection_timeout; /* s: idle clients are dropped */
 	unsigned request_deadline;   /* s: absolute time for one request's body */
 	const char *tls_cert_pem;    /* both or neither */

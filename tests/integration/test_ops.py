@@ -356,6 +356,25 @@ class OpsTest(unittest.TestCase):
             answers.append(s.recv(4096))
         return socks, answers, request
 
+    def test_per_ip_connection_limit_closes_the_extra_connection(self):
+        b = self.broker(extra={"server": {"per_ip_connections": 3}}).start()
+        _, answers, request = self.open_served(b, 3)
+        self.assertTrue(all(b" 200 " in a for a in answers), answers)
+        extra = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        self.addCleanup(extra.close)
+        try:
+            extra.sendall(request)
+            got = extra.recv(4096)
+        except ConnectionError:
+            got = b""
+        self.assertEqual(got, b"")  # closed without an answer
+
+    def test_per_ip_connections_zero_turns_the_limit_off(self):
+        # configuration.md: 0 turns the per-IP limit off (behind a balancer).
+        b = self.broker(extra={"server": {"per_ip_connections": 0}}).start()
+        _, answers, _ = self.open_served(b, 80)  # past the default of 64
+        self.assertEqual(sum(b" 200 " in a for a in answers), 80)
+
     def test_second_broker_on_the_same_port_is_refused(self):
         # The listener uses SO_REUSEPORT for reloads; a second process must
         # still not be able to share the port and answer part of the traffic.
