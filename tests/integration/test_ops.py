@@ -375,6 +375,29 @@ class OpsTest(unittest.TestCase):
         _, answers, _ = self.open_served(b, 80)  # past the default of 64
         self.assertEqual(sum(b" 200 " in a for a in answers), 80)
 
+    def test_ipv6_loopback_listener(self):
+        try:
+            socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+        except OSError:
+            self.skipTest("no IPv6 loopback on this machine")
+        b = self.broker()
+        b.config["listen"] = f"[::1]:{b.port}"
+        b.url = f"http://[::1]:{b.port}"
+        b.write_config()
+        b.start()
+        self.assertEqual(b.exchange(self.issuer.mint(), "web-deploy-prod").status_code, 200)
+        with self.assertRaises(OSError):  # v6 only: nothing on 127.0.0.1
+            socket.create_connection(("127.0.0.1", b.port), timeout=2).close()
+
+    def test_listen_address_not_on_this_machine_is_named(self):
+        b = self.broker()
+        b.config["listen"] = "192.0.2.1:8080"  # TEST-NET-1: never a local address
+        b.write_config()
+        with self.assertRaises(RuntimeError) as cm:
+            b.start(timeout=10)
+        self.assertEqual(b.proc.returncode, 1, b.log())
+        self.assertIn("address not available on this machine", str(cm.exception))
+
     def test_second_broker_on_the_same_port_is_refused(self):
         # The listener uses SO_REUSEPORT for reloads; a second process must
         # still not be able to share the port and answer part of the traffic.
