@@ -414,9 +414,18 @@ static void on_audited(void *arg, enum broker_err err)
 	p->done(p->arg);
 }
 
-struct exchange_pending *exchange_start(struct broker_state *st, const char *content_type, const char *body,
-					size_t len, const char *remote, struct exchange_result *ret,
-					exchange_done_fn *done, void *arg)
+/* body NULL: the body was over limits.max_body and was not kept. */
+static void decide_or_oversize(struct exchange *x, const char *content_type, const char *body, size_t len)
+{
+	if (body)
+		decide(x, content_type, body, len);
+	else
+		fail(x, 413, "invalid_request", "request body too large", NULL);
+}
+
+static struct exchange_pending *start(struct broker_state *st, const char *content_type, const char *body, size_t len,
+				      const char *remote, struct exchange_result *ret, exchange_done_fn *done,
+				      void *arg)
 {
 	/* One sink for both the decision and the record: a reload may swap it. */
 	struct broker_audit *audit = state_audit(st);
@@ -427,13 +436,17 @@ struct exchange_pending *exchange_start(struct broker_state *st, const char *con
 
 	if (!p) {
 		/* sync none: the write() is cheaper than handing it over */
-		exchange_handle(st, content_type, body, len, remote, ret);
+		struct exchange x;
+
+		begin(&x, st, remote, ret);
+		decide_or_oversize(&x, content_type, body, len);
+		end(&x);
 		return NULL;
 	}
 	p->done = done;
 	p->arg = arg;
 	begin(&p->x, st, remote, ret);
-	decide(&p->x, content_type, body, len);
+	decide_or_oversize(&p->x, content_type, body, len);
 	build_record(&p->x, &rec, &picked);
 	p->x.remote = NULL; /* the caller's buffer: not used after this call */
 	err = audit_submit(audit, &rec, on_audited, p);
@@ -443,6 +456,19 @@ struct exchange_pending *exchange_start(struct broker_state *st, const char *con
 	p->audit_err = err;
 	exchange_finish(p);
 	return NULL;
+}
+
+struct exchange_pending *exchange_start(struct broker_state *st, const char *content_type, const char *body,
+					size_t len, const char *remote, struct exchange_result *ret,
+					exchange_done_fn *done, void *arg)
+{
+	return start(st, content_type, body ? body : "", len, remote, ret, done, arg);
+}
+
+struct exchange_pending *exchange_start_oversize(struct broker_state *st, const char *remote,
+						 struct exchange_result *ret, exchange_done_fn *done, void *arg)
+{
+	return start(st, NULL, NULL, 0, remote, ret, done, arg);
 }
 
 void exchange_finish(struct exchange_pending *p)
@@ -469,7 +495,7 @@ void exchange_reject_oversize(struct broker_state *st, const char *remote, struc
 	struct exchange x;
 
 	begin(&x, st, remote, ret);
-	fail(&x, 413, "invalid_request", "request body too large", NULL);
+	decide_or_oversize(&x, NULL, NULL, 0);
 	end(&x);
 }
 

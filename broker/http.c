@@ -346,7 +346,10 @@ static enum MHD_Result serve_exchange(struct broker_server *srv, struct MHD_Conn
 		return answer_exchange(c, &r->result);
 	}
 	remote_text(c, remote, sizeof(remote));
-	if (r->too_big) {
+	if (r->too_big && (r->answered || atomic_load(&srv->closing))) {
+		/* Answered from the headers (Content-Length), before the body:
+		 * libmicrohttpd cannot park a connection there. Rare, and the
+		 * connection closes after it. */
 		exchange_reject_oversize(srv->st, remote, &r->result);
 		return answer_exchange(c, &r->result);
 	}
@@ -361,9 +364,13 @@ static enum MHD_Result serve_exchange(struct broker_server *srv, struct MHD_Conn
 	r->conn = c;
 	r->srv = srv;
 	atomic_store(&r->ex, EX_STARTED);
-	r->pending = exchange_start(srv->st,
-				    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
-				    r->body.data ? r->body.data : "", r->body.len, remote, &r->result, on_exchange_done, r);
+	if (r->too_big)
+		r->pending = exchange_start_oversize(srv->st, remote, &r->result, on_exchange_done, r);
+	else
+		r->pending = exchange_start(srv->st,
+					    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+					    r->body.data ? r->body.data : "", r->body.len, remote, &r->result,
+					    on_exchange_done, r);
 	if (!r->pending) {
 		atomic_fetch_or(&r->ex, EX_DONE);
 		return answer_exchange(c, &r->result);

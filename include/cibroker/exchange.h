@@ -85,8 +85,11 @@ struct exchange_pending *exchange_start(struct broker_state *st, const char *con
 					size_t len, const char *remote, struct exchange_result *ret,
 					exchange_done_fn *done, void *arg);
 void exchange_finish(struct exchange_pending *pending); /* NULL ok */
-/* 413: body over limits.max_body (audited like any other decision). */
+/* 413: body over limits.max_body (audited like any other decision), at
+ * once or, as exchange_start, with the record's fdatasync waited for. */
 void exchange_reject_oversize(struct broker_state *st, const char *remote, struct exchange_result *ret);
+struct exchange_pending *exchange_start_oversize(struct broker_state *st, const char *remote,
+						 struct exchange_result *ret, exchange_done_fn *done, void *arg);
 void exchange_result_clear(struct exchange_result *r);
 /* Error body {"error","error_description","request_id"}; caller frees. */
 char *exchange_error_json(const char *error, const char *description, const char *request_id);

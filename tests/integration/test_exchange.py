@@ -213,7 +213,12 @@ class ExchangeTest(unittest.TestCase):
                 yield b"x" * 1024
         r = requests.post(self.broker.url + "/v1/token", data=gen(),
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
-        self.assertEqual(r.status_code, 413)
+        self.assertError(r, 413, "invalid_request")
+        # With sync: always the 413 waits for its record like any exchange.
+        recs = [x for x in self.broker.audit_records() if x["request_id"] == r.json()["request_id"]]
+        self.assertEqual(len(recs), 1)
+        self.assertEqual((recs[0]["decision"], recs[0]["error"]), ("deny", "invalid_request"))
+        self.assertIn("too large", recs[0]["reason"])
 
     def raw(self, data, timeout=5.0):
         """Send bytes as they are; read until the broker closes (or timeout)."""
