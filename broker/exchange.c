@@ -423,6 +423,17 @@ static void decide_or_oversize(struct exchange *x, const char *content_type, con
 		fail(x, 413, "invalid_request", "request body too large", NULL);
 }
 
+/* The whole exchange on this thread, audit write included. */
+static void handle(struct broker_state *st, const char *content_type, const char *body, size_t len,
+		   const char *remote, struct exchange_result *ret)
+{
+	struct exchange x;
+
+	begin(&x, st, remote, ret);
+	decide_or_oversize(&x, content_type, body, len);
+	end(&x);
+}
+
 static struct exchange_pending *start(struct broker_state *st, const char *content_type, const char *body, size_t len,
 				      const char *remote, struct exchange_result *ret, exchange_done_fn *done,
 				      void *arg)
@@ -436,11 +447,7 @@ static struct exchange_pending *start(struct broker_state *st, const char *conte
 
 	if (!p) {
 		/* sync none: the write() is cheaper than handing it over */
-		struct exchange x;
-
-		begin(&x, st, remote, ret);
-		decide_or_oversize(&x, content_type, body, len);
-		end(&x);
+		handle(st, content_type, body, len, remote, ret);
 		return NULL;
 	}
 	p->done = done;
@@ -483,20 +490,12 @@ void exchange_finish(struct exchange_pending *p)
 void exchange_handle(struct broker_state *st, const char *content_type, const char *body, size_t len,
 		     const char *remote, struct exchange_result *ret)
 {
-	struct exchange x;
-
-	begin(&x, st, remote, ret);
-	decide(&x, content_type, body, len);
-	end(&x);
+	handle(st, content_type, body ? body : "", len, remote, ret);
 }
 
 void exchange_reject_oversize(struct broker_state *st, const char *remote, struct exchange_result *ret)
 {
-	struct exchange x;
-
-	begin(&x, st, remote, ret);
-	decide_or_oversize(&x, NULL, NULL, 0);
-	end(&x);
+	handle(st, NULL, NULL, 0, remote, ret);
 }
 
 void exchange_result_clear(struct exchange_result *r)
