@@ -463,7 +463,7 @@ static void conn_mark(struct broker_server *srv, struct MHD_Connection *c, bool 
 /* A slot is taken by the acceptor before accept() (acceptor_main) and given
  * back when libmicrohttpd closes the connection or refuses it. (A connection
  * libmicrohttpd drops for want of memory before announcing it keeps its
- * slot; libmicrohttpd's own limit, twice ours, is the backstop.) */
+ * slot: a leak only under memory exhaustion.) */
 static void slot_release_locked(struct broker_server *srv)
 {
 	if (srv->nconns-- == srv->max_connections)
@@ -837,10 +837,15 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 		server_free(srv);
 		return BROKER_ERR_IO;
 	}
-	/* max_connections is kept by the acceptor. libmicrohttpd's own limit
-	 * is only a backstop: it counts a connection until after telling us
-	 * it closed, so at the same number it would refuse the client that
-	 * the acceptor let in for the closed one.
+	/* max_connections is kept by the acceptor; libmicrohttpd's own limit
+	 * must never refuse a connection handed over. It splits its limit
+	 * over the workers, and MHD_add_connection may queue several new
+	 * connections on one worker before it counts them. A worker that then
+	 * refuses one in 0.9.75 returns with its cleanup mutex held and
+	 * deadlocks (fixed upstream in 1.0.0). So every worker gets room for
+	 * max_connections + 1: the acceptor never lets more than
+	 * max_connections exist at once, and a worker counts its closed
+	 * connections down on its own thread before it takes new ones.
 	 *
 	 * The connection pool holds the request line, the headers and the read
 	 * buffer; bodies go to our own buffer (record_body). libmicrohttpd zeroes
@@ -849,7 +854,7 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	 * headers of about 14 KB before libmicrohttpd answers 431. */
 	srv->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-		2 * srv->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		threads * (srv->max_connections + 1u), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 		opt->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT,
 		opt->connection_timeout ? opt->connection_timeout : 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 		CONNECTION_POOL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,

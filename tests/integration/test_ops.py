@@ -343,6 +343,25 @@ class OpsTest(unittest.TestCase):
         self.assertIn(b" 200 ", third.recv(4096))
         self.assertIsNone(b.proc.poll(), b.log())
 
+    def test_bursts_at_a_limit_below_the_worker_count(self):
+        # More workers than connections: libmicrohttpd splits its own limit
+        # over the workers, and a worker refusing a handed-over connection
+        # deadlocked in 0.9.75. Every burst must be served, and the broker
+        # must still stop cleanly.
+        b = self.broker(extra={"server": {"threads": 8, "max_connections": 3, "per_ip_connections": 0}}).start()
+        request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{b.port}\r\nConnection: close\r\n\r\n".encode()
+
+        def one(_):
+            with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+                s.sendall(request)
+                return s.recv(4096)
+
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            for _ in range(30):
+                answers = list(ex.map(one, range(3)))
+                self.assertTrue(all(b" 200 " in a for a in answers), answers)
+        self.assertEqual(b.stop(), 0, b.log())
+
     def open_served(self, b, n):
         """n connections, each answered once, so each holds its slot:
         (sockets, answers, the request sent)."""
