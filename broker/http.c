@@ -675,50 +675,65 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	request_free(r);
 }
 
+static uint16_t sockaddr_port(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+					       : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* A TCP socket bound to ss (SO_REUSEADDR, v6 only), or -1 with errno. */
+static int bound_socket(const struct sockaddr_storage *ss, socklen_t sl, bool reuseport)
+{
+	int one = 1, err, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (ss->ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, sl) == 0)
+		return fd;
+	err = errno;
+	close(fd);
+	errno = err;
+	return -1;
+}
+
 /* Is the address free for a listener that is not a reload's replacement?
  * Probed with a plain bind (SO_REUSEADDR only, as a restart after a crash
  * must not wait out TIME_WAIT): it fails with EADDRINUSE while anyone listens
- * there, SO_REUSEPORT or not. Port 0 picks a free port anyway. */
+ * there, SO_REUSEPORT or not. Port 0 picks a free port anyway. A socket that
+ * cannot even be made says nothing: the real bind reports what is wrong. */
 static bool address_free(const struct sockaddr_storage *ss, socklen_t sl)
 {
-	int one = 1, err = 0, fd;
-	uint16_t port = ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
-						  : ((const struct sockaddr_in *)ss)->sin_port;
+	int fd;
 
-	if (port == 0)
+	if (sockaddr_port(ss) == 0)
 		return true;
-	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = bound_socket(ss, sl, false);
 	if (fd < 0)
-		return true; /* cannot tell: the real bind reports what is wrong */
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (ss->ss_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)ss, sl) < 0)
-		err = errno;
+		return errno != EADDRINUSE;
 	close(fd);
-	return err != EADDRINUSE;
+	return true;
 }
 
 /* SO_REUSEPORT, so that a reload's replacement can listen beside us. */
 static int listen_open(const struct sockaddr_storage *ss, socklen_t sl, const char **ret_reason)
 {
-	int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int err, fd = bound_socket(ss, sl, true);
 
-	if (fd < 0) {
-		*ret_reason = "cannot create a socket (out of file descriptors?)";
-		return -1;
-	}
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (ss->ss_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)ss, sl) == 0 && listen(fd, SOMAXCONN) == 0)
+	if (fd >= 0 && listen(fd, SOMAXCONN) == 0)
 		return fd;
-	*ret_reason = errno == EADDRINUSE	? "address in use"
-		      : errno == EACCES		? "permission denied (a port below 1024 needs privilege)"
-		      : errno == EADDRNOTAVAIL ? "address not available on this machine"
-					       : "cannot listen there";
-	close(fd);
+	err = errno;
+	if (fd >= 0)
+		close(fd);
+	*ret_reason = err == EADDRINUSE			   ? "address in use"
+		      : err == EACCES			   ? "permission denied (a port below 1024 needs privilege)"
+		      : err == EADDRNOTAVAIL		   ? "address not available on this machine"
+		      : err == EMFILE || err == ENFILE ? "cannot create a socket (out of file descriptors)"
+							   : "cannot listen there";
 	return -1;
 }
 
@@ -877,8 +892,7 @@ enum broker_err server_start(struct broker_state *st, const struct server_option
 	if (opt->request_deadline && pthread_create(&srv->reaper, NULL, reaper_main, srv) == 0)
 		srv->reaper_started = true;
 	if (getsockname(srv->listen_fd, (struct sockaddr *)&bound, &bl) == 0)
-		srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-							       : ((struct sockaddr_in *)&bound)->sin_port);
+		srv->port = sockaddr_port(&bound);
 	*ret = srv;
 	return BROKER_OK;
 }
